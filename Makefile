@@ -1,0 +1,43 @@
+# calloutd — see README.md. Targets:
+#   make run     run calloutd on the example config (memory cache)
+#   make test    install test dependencies if missing, vet, run every test
+#   make bench   benchmarks (see docs/benchmarks.md)
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -X main.version=$(VERSION)
+
+.PHONY: all build run test deps vet unit bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/calloutd ./cmd/calloutd
+
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/calloutd serve -config contrib/calloutd.toml
+
+# deps installs what the tests need (postfix, swaks, redis-server) when it is
+# missing and we are root on Debian; elsewhere it says what to install.
+deps:
+	@bash .ci/deps
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+test: deps vet unit
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+# Short fuzzing session of every parser (30s each).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./policyd
+	$(GO) test -run '^$$' -fuzz FuzzReadReply -fuzztime 30s ./callout
+	$(GO) test -run '^$$' -fuzz FuzzParseAddress -fuzztime 30s ./callout
+
+clean:
+	rm -rf bin

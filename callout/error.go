@@ -1,0 +1,72 @@
+package callout
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+)
+
+// Stage names where in a session something went wrong; it is also the
+// "reason" a server counts as unavailable.
+type Stage string
+
+// Stages of a callout session, in dialogue order.
+const (
+	StageConnect  Stage = "connect"
+	StageGreeting Stage = "greeting"
+	StageHello    Stage = "hello"
+	StageMail     Stage = "mail"
+	StageRcpt     Stage = "rcpt"
+)
+
+// Error is what went wrong talking to one backend server: the stage, the
+// command sent (if any), and either the server's reply or the local error
+// (timeout, connection lost, malformed reply). Use errors.As to get it.
+type Error struct {
+	Server  string // host:port
+	Stage   Stage
+	Command string // the command line sent, "" for connect and greeting
+	// Reply is set when the server answered; Err is nil then.
+	Reply *Reply
+	Err   error
+}
+
+func (e *Error) Error() string {
+	what := string(e.Stage)
+	if e.Command != "" {
+		what = e.Command
+	}
+	if e.Reply != nil {
+		return fmt.Sprintf("%s: %s: server replied %s", e.Server, what, e.Reply)
+	}
+	return fmt.Sprintf("%s: %s: %v", e.Server, what, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent reports whether the server gave a 5xx reply.
+func (e *Error) Permanent() bool { return e.Reply != nil && e.Reply.Class() == 5 }
+
+// Timeout reports whether the error is a deadline that passed.
+func (e *Error) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.Err, &ne) && ne.Timeout() || errors.Is(e.Err, os.ErrDeadlineExceeded)
+}
+
+// Reason is a short, fixed label for why a server was unavailable, fit for
+// a log key or a metric label: "connect", "timeout", "greeting", "hello",
+// "mail", "protocol" (malformed reply) or "closed" (connection lost).
+func (e *Error) Reason() string {
+	switch {
+	case e.Timeout():
+		return "timeout"
+	case e.Stage == StageConnect:
+		return "connect"
+	case errors.Is(e.Err, ErrMalformedReply):
+		return "protocol"
+	case e.Reply == nil:
+		return "closed"
+	}
+	return string(e.Stage)
+}

@@ -1,0 +1,200 @@
+package callout
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// TraceEvent is one line of an SMTP dialogue, for debugging and for the
+// admin's tester. Sent is true for lines we wrote, false for replies.
+type TraceEvent struct {
+	Server  string
+	Sent    bool
+	Line    string
+	Elapsed time.Duration // since the session started
+}
+
+// Session is one SMTP connection to a backend. Open returns it greeted and
+// introduced (after EHLO or HELO), ready for MAIL. It is not safe for
+// concurrent use. Each command waits at most the command timeout and never
+// past the context's deadline; cancelling the context aborts a blocked read.
+type Session struct {
+	server     string
+	conn       net.Conn
+	br         *bufio.Reader
+	cmdTimeout time.Duration
+	trace      func(TraceEvent)
+	start      time.Time
+
+	// Extensions are the EHLO keywords the server announced, upper-case,
+	// mapped to their parameters; nil after a HELO fallback.
+	Extensions map[string]string
+	// Greeting is the server's 220 greeting.
+	Greeting Reply
+}
+
+// open dials server and reads the greeting.
+func (c *Client) open(ctx context.Context, server string) (*Session, error) {
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout())
+	conn, err := c.dialer().DialContext(dctx, "tcp", server)
+	cancel()
+	if err != nil {
+		return nil, &Error{Server: server, Stage: StageConnect, Err: err}
+	}
+	s := &Session{
+		server:     server,
+		conn:       conn,
+		br:         bufio.NewReaderSize(conn, 1024),
+		cmdTimeout: c.commandTimeout(),
+		trace:      c.Trace,
+		start:      start,
+	}
+	rep, err := s.exchange(ctx, StageGreeting, "")
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Greeting = rep
+	if rep.Code != 220 {
+		s.Close()
+		return nil, &Error{Server: server, Stage: StageGreeting, Reply: &rep}
+	}
+	return s, nil
+}
+
+// Hello introduces us: EHLO, and HELO if the server refuses EHLO with 5xx.
+func (s *Session) Hello(ctx context.Context, name string) error {
+	rep, err := s.exchange(ctx, StageHello, "EHLO "+name)
+	if err != nil {
+		return err
+	}
+	if rep.Class() == 5 {
+		rep, err = s.exchange(ctx, StageHello, "HELO "+name)
+		if err != nil {
+			return err
+		}
+		if rep.Class() == 2 {
+			return nil
+		}
+	}
+	if rep.Class() != 2 {
+		return &Error{Server: s.server, Stage: StageHello, Command: "HELO " + name, Reply: &rep}
+	}
+	s.Extensions = make(map[string]string, len(rep.Lines))
+	for _, l := range rep.Lines[1:] {
+		kw, param, _ := strings.Cut(l, " ")
+		s.Extensions[strings.ToUpper(kw)] = param
+	}
+	return nil
+}
+
+// Mail starts a transaction with MAIL FROM:<from>. from is a mailbox in wire
+// form or "" for the null sender. Anything but 2xx is an *Error.
+func (s *Session) Mail(ctx context.Context, from string) error {
+	cmd := "MAIL FROM:<" + from + ">"
+	rep, err := s.exchange(ctx, StageMail, cmd)
+	if err != nil {
+		return err
+	}
+	if rep.Class() != 2 {
+		return &Error{Server: s.server, Stage: StageMail, Command: cmd, Reply: &rep}
+	}
+	return nil
+}
+
+// Rcpt sends RCPT TO:<rcpt> and returns the server's reply, whatever its
+// code. The error is set only when no reply could be read.
+func (s *Session) Rcpt(ctx context.Context, rcpt Address) (Reply, error) {
+	return s.exchange(ctx, StageRcpt, "RCPT TO:<"+rcpt.Wire()+">")
+}
+
+// Reset aborts the transaction with RSET so the session can serve another.
+func (s *Session) Reset(ctx context.Context) error {
+	rep, err := s.exchange(ctx, StageMail, "RSET")
+	if err != nil {
+		return err
+	}
+	if rep.Class() != 2 {
+		return &Error{Server: s.server, Stage: StageMail, Command: "RSET", Reply: &rep}
+	}
+	return nil
+}
+
+// Quit says QUIT, waits briefly for the reply and closes the connection.
+// A server that does not answer does not hold up the caller for long.
+func (s *Session) Quit(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, min(s.cmdTimeout, quitTimeout))
+	defer cancel()
+	_, _ = s.exchange(ctx, StageMail, "QUIT")
+	s.Close()
+}
+
+// quitTimeout bounds the wait for QUIT's reply, which decides nothing.
+const quitTimeout = time.Second
+
+// Close closes the connection without QUIT.
+func (s *Session) Close() error { return s.conn.Close() }
+
+// errUnsafeCommand guards the wire: callers validate what they put in a
+// command, but a CR or LF must never reach the server whatever a caller did.
+var errUnsafeCommand = errors.New("refusing to send a command containing CR, LF or NUL")
+
+// exchange writes cmd (unless it is "") and reads one reply, within the
+// command timeout and the context's deadline.
+func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply, error) {
+	fail := func(err error) (Reply, error) {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = fmt.Errorf("%w: %w", ctxErr, err)
+		}
+		return Reply{}, &Error{Server: s.server, Stage: stage, Command: cmd, Err: err}
+	}
+	if strings.ContainsAny(cmd, "\r\n\x00") {
+		return fail(errUnsafeCommand)
+	}
+	deadline := time.Now().Add(s.cmdTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := s.conn.SetDeadline(deadline); err != nil {
+		return fail(err)
+	}
+	// Cancelling ctx must unblock a read that is stuck on a silent server.
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if cmd != "" {
+		s.emit(true, cmd)
+		if _, err := s.conn.Write([]byte(cmd + "\r\n")); err != nil {
+			return fail(err)
+		}
+	}
+	rep, err := ReadReply(s.br)
+	if err != nil {
+		return fail(err)
+	}
+	if s.trace != nil {
+		for i, l := range rep.Lines {
+			sep := " "
+			if i < len(rep.Lines)-1 {
+				sep = "-"
+			}
+			if i == 0 && rep.Enhanced != "" {
+				l = rep.Enhanced + " " + l
+			}
+			s.emit(false, fmt.Sprintf("%03d%s%s", rep.Code, sep, l))
+		}
+	}
+	return rep, nil
+}
+
+func (s *Session) emit(sent bool, line string) {
+	if s.trace != nil {
+		s.trace(TraceEvent{Server: s.server, Sent: sent, Line: line, Elapsed: time.Since(s.start)})
+	}
+}

@@ -1,0 +1,177 @@
+package callout
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ErrNoRoute is returned by Verify when no route covers the domain.
+var ErrNoRoute = errors.New("no route for domain")
+
+// Route names the backend servers that hold the mailboxes of some domains.
+type Route struct {
+	// Name labels the route in logs and metrics.
+	Name string
+	// Domains are matched case-insensitively: "example.com" matches that
+	// domain only, ".example.com" any of its subdomains (not itself).
+	Domains []string
+	// Servers are "host:port" (see ParseServer), asked in order.
+	Servers []string
+}
+
+// Attempt records one probe of one server.
+type Attempt struct {
+	Route    string
+	Server   string
+	Duration time.Duration
+	Result   Result // meaningful when Err is nil
+	Err      error  // why the server was unavailable
+}
+
+// Outcome is the combined answer of every route asked.
+type Outcome struct {
+	Verdict Verdict
+	// Route and Server gave the deciding answer; Reply is their RCPT reply
+	// (zero for Unreachable).
+	Route, Server string
+	Reply         Reply
+	// Err is the last error for Unreachable: the context's error when the
+	// budget ran out, else the last server's *Error.
+	Err      error
+	Attempts []Attempt
+}
+
+// Verifier chooses routes for a recipient's domain and asks their servers.
+// It is safe for concurrent use; build a new one to change routes.
+type Verifier struct {
+	prober Prober
+	routes []Route
+	exact  map[string][]int // domain -> route indexes
+	suffix map[string][]int // ".parent" -> route indexes
+}
+
+// NewVerifier returns a Verifier over routes, which it does not modify.
+func NewVerifier(p Prober, routes []Route) *Verifier {
+	v := &Verifier{prober: p, routes: routes, exact: map[string][]int{}, suffix: map[string][]int{}}
+	for i, r := range routes {
+		for _, d := range r.Domains {
+			d = strings.ToLower(d)
+			if strings.HasPrefix(d, ".") {
+				v.suffix[d] = appendOnce(v.suffix[d], i)
+			} else {
+				v.exact[d] = appendOnce(v.exact[d], i)
+			}
+		}
+	}
+	return v
+}
+
+func appendOnce(s []int, i int) []int {
+	if slices.Contains(s, i) {
+		return s
+	}
+	return append(s, i)
+}
+
+// Match returns the routes for domain in configuration order.
+func (v *Verifier) Match(domain string) []*Route {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	idx := append([]int(nil), v.exact[domain]...)
+	for i := strings.IndexByte(domain, '.'); i >= 0; {
+		idx = append(idx, v.suffix[domain[i:]]...)
+		j := strings.IndexByte(domain[i+1:], '.')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	out := make([]*Route, len(idx))
+	for k, i := range idx {
+		out[k] = &v.routes[i]
+	}
+	return out
+}
+
+// Verify asks the routes for rcpt's domain, in order, and their servers, in
+// order, until one accepts the recipient:
+//   - any server's 2xx makes the verdict Valid at once;
+//   - a 5xx settles its route as unknown, and the next route is asked;
+//   - a 4xx is remembered and the route's next server asked;
+//   - an unavailable server (see Prober) is skipped.
+//
+// The verdict is Unknown only when every matching route answered and all
+// said unknown: a route that could not be asked might hold the mailbox, so
+// then the verdict is TempFail (if some server said 4xx) or Unreachable.
+// When ctx ends, asking stops and the verdict is formed from what was heard.
+func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
+	routes := v.Match(rcpt.Domain)
+	if len(routes) == 0 {
+		return Outcome{}, ErrNoRoute
+	}
+	var out Outcome
+	unknownAt, tempAt := -1, -1 // first deciding attempts
+	unknownRoutes := 0
+	for _, r := range routes {
+		routeUnknown := false
+	servers:
+		for _, server := range r.Servers {
+			if ctx.Err() != nil {
+				break
+			}
+			start := time.Now()
+			res, err := v.prober.Probe(ctx, server, rcpt)
+			out.Attempts = append(out.Attempts, Attempt{Route: r.Name, Server: server, Duration: time.Since(start), Result: res, Err: err})
+			if err != nil {
+				out.Err = err
+				continue
+			}
+			switch res.Verdict {
+			case Valid:
+				out.decide(Valid, len(out.Attempts)-1)
+				return out, nil
+			case Unknown:
+				routeUnknown = true
+				if unknownAt < 0 {
+					unknownAt = len(out.Attempts) - 1
+				}
+				break servers
+			case TempFail:
+				if tempAt < 0 {
+					tempAt = len(out.Attempts) - 1
+				}
+			}
+		}
+		if routeUnknown {
+			unknownRoutes++
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	switch {
+	case unknownRoutes == len(routes):
+		out.decide(Unknown, unknownAt)
+	case tempAt >= 0:
+		out.decide(TempFail, tempAt)
+	default:
+		out.Verdict = Unreachable
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			out.Err = ctxErr
+		}
+	}
+	return out, nil
+}
+
+// decide sets the verdict from the attempt at index i.
+func (o *Outcome) decide(v Verdict, i int) {
+	a := o.Attempts[i]
+	o.Verdict, o.Route, o.Server, o.Reply, o.Err = v, a.Route, a.Server, a.Result.Reply, nil
+}

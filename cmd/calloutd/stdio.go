@@ -1,0 +1,80 @@
+package main
+
+import (
+	"io"
+	"log/syslog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/daemon"
+)
+
+// serveStdio serves one policy connection on standard input and output, as
+// Postfix's spawn(8) runs us. spawn connects standard error to the client
+// too, so nothing may ever be written there: logs go to log.file, else to
+// syslog (facility mail), else nowhere.
+func serveStdio(cfg *config.Config, _ io.Writer) int {
+	var w io.Writer = io.Discard
+	if cfg.Log.File != "" {
+		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err == nil {
+			defer f.Close()
+			w = f
+		}
+	} else if sl, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "calloutd"); err == nil {
+		defer sl.Close()
+		w = sl
+	}
+	log := daemon.NewLogger(cfg.Log, w)
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		log.Error("calloutd -stdio", "err", err)
+		return 1
+	}
+	conn, err := stdioConn()
+	if err != nil {
+		log.Error("calloutd -stdio", "err", err)
+		return 1
+	}
+	d.ServeConn(conn)
+	return 0
+}
+
+// stdioConn returns standard input and output as one net.Conn: the socket
+// itself when spawn gave us one, else a pipe pair without deadlines.
+func stdioConn() (net.Conn, error) {
+	if c, err := net.FileConn(os.Stdin); err == nil {
+		return c, nil
+	}
+	return &pipeConn{r: os.Stdin, w: os.Stdout}, nil
+}
+
+type pipeConn struct {
+	r *os.File
+	w *os.File
+}
+
+func (p *pipeConn) Read(b []byte) (int, error)  { return p.r.Read(b) }
+func (p *pipeConn) Write(b []byte) (int, error) { return p.w.Write(b) }
+func (p *pipeConn) Close() error {
+	p.r.Close()
+	return p.w.Close()
+}
+func (p *pipeConn) LocalAddr() net.Addr  { return stdioAddr{} }
+func (p *pipeConn) RemoteAddr() net.Addr { return stdioAddr{} }
+
+// Deadlines work on pipes when the runtime poller manages them; where it
+// cannot, the error is ignored and the connection simply waits.
+func (p *pipeConn) SetDeadline(t time.Time) error {
+	p.r.SetDeadline(t)
+	return p.w.SetDeadline(t)
+}
+func (p *pipeConn) SetReadDeadline(t time.Time) error  { return p.r.SetDeadline(t) }
+func (p *pipeConn) SetWriteDeadline(t time.Time) error { return p.w.SetDeadline(t) }
+
+type stdioAddr struct{}
+
+func (stdioAddr) Network() string { return "stdio" }
+func (stdioAddr) String() string  { return "stdio" }

@@ -1,0 +1,308 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/calloutd/calloutd/callout"
+)
+
+// DefaultPath is where serve looks without -config.
+const DefaultPath = "/etc/calloutd/calloutd.toml"
+
+// Config is the whole configuration. Field comments give the TOML keys.
+type Config struct {
+	Listen        []string `toml:"listen"`         // "host:port" or "unix:/path"
+	MetricsListen string   `toml:"metrics_listen"` // "" disables
+	Log           Log      `toml:"log"`
+	Callout       Callout  `toml:"callout"`
+	Cache         Cache    `toml:"cache"`
+	Routes        []Route  `toml:"route"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level  string `toml:"level"`  // debug | info | warn | error
+	Format string `toml:"format"` // text | json
+	File   string `toml:"file"`   // "" = standard error (serve), syslog (serve -stdio)
+}
+
+// Callout is the [callout] table.
+type Callout struct {
+	HeloName          string   `toml:"helo_name"`
+	MailFrom          string   `toml:"mail_from"`
+	ConnectTimeout    Duration `toml:"connect_timeout"`
+	CommandTimeout    Duration `toml:"command_timeout"`
+	RequestTimeout    Duration `toml:"request_timeout"`
+	UnreachableAction string   `toml:"unreachable_action"` // dunno | defer
+	TempfailAction    string   `toml:"tempfail_action"`    // dunno | defer
+}
+
+// Cache is the [cache] table.
+type Cache struct {
+	Store       string   `toml:"store"` // memory | redis
+	MaxEntries  int      `toml:"max_entries"`
+	PositiveTTL Duration `toml:"positive_ttl"`
+	NegativeTTL Duration `toml:"negative_ttl"`
+	TempfailTTL Duration `toml:"tempfail_ttl"`
+}
+
+// Route is one [[route]] table.
+type Route struct {
+	Name    string   `toml:"name"` // default "route[N]"
+	Domains []string `toml:"domains"`
+	Servers []string `toml:"servers"`
+}
+
+// Default returns the configuration used for keys a file leaves out.
+func Default() *Config {
+	host, err := os.Hostname()
+	if err != nil || callout.CheckHostname(host) != nil {
+		host = "localhost"
+	}
+	return &Config{
+		Listen:        []string{"127.0.0.1:10040"},
+		MetricsListen: "127.0.0.1:10041",
+		Log:           Log{Level: "info", Format: "text"},
+		Callout: Callout{
+			HeloName:          host,
+			ConnectTimeout:    Duration(10 * time.Second),
+			CommandTimeout:    Duration(10 * time.Second),
+			RequestTimeout:    Duration(30 * time.Second),
+			UnreachableAction: "dunno",
+			TempfailAction:    "defer",
+		},
+		Cache: Cache{
+			Store:       "memory",
+			MaxEntries:  1_000_000,
+			PositiveTTL: Duration(24 * time.Hour),
+			NegativeTTL: Duration(2 * time.Hour),
+			TempfailTTL: Duration(time.Minute),
+		},
+	}
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data; name prefixes error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	name = filepath.Base(name)
+	c := Default()
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("%s: unknown key %s", name, strings.Join(keys, ", "))
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// keyError names the offending key.
+func keyError(key, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) validate() error {
+	if len(c.Listen) == 0 {
+		return keyError("listen", "must not be empty")
+	}
+	for i, l := range c.Listen {
+		if err := checkListen(l, true); err != nil {
+			return keyError(fmt.Sprintf("listen[%d]", i), "%v", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if err := checkListen(c.MetricsListen, false); err != nil {
+			return keyError("metrics_listen", "%v", err)
+		}
+	}
+	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
+		return keyError("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if !oneOf(c.Log.Format, "text", "json") {
+		return keyError("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	co := &c.Callout
+	if err := callout.CheckHostname(co.HeloName); err != nil {
+		return keyError("callout.helo_name", "%v", err)
+	}
+	if co.MailFrom != "" {
+		a, err := callout.ParseAddress(co.MailFrom)
+		if err != nil {
+			return keyError("callout.mail_from", "%v", err)
+		}
+		co.MailFrom = a.Wire()
+	}
+	for key, d := range map[string]Duration{
+		"callout.connect_timeout": co.ConnectTimeout,
+		"callout.command_timeout": co.CommandTimeout,
+		"callout.request_timeout": co.RequestTimeout,
+	} {
+		if d <= 0 {
+			return keyError(key, "must be greater than 0")
+		}
+	}
+	if !oneOf(co.UnreachableAction, "dunno", "defer") {
+		return keyError("callout.unreachable_action", "%q is not one of dunno, defer", co.UnreachableAction)
+	}
+	if !oneOf(co.TempfailAction, "dunno", "defer") {
+		return keyError("callout.tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
+	}
+	switch c.Cache.Store {
+	case "memory":
+	case "redis":
+		return keyError("cache.store", `"redis" is not available in this version; use "memory"`)
+	default:
+		return keyError("cache.store", "%q is not one of memory, redis", c.Cache.Store)
+	}
+	if c.Cache.MaxEntries < 1 {
+		return keyError("cache.max_entries", "must be at least 1")
+	}
+	for key, d := range map[string]Duration{
+		"cache.positive_ttl": c.Cache.PositiveTTL,
+		"cache.negative_ttl": c.Cache.NegativeTTL,
+		"cache.tempfail_ttl": c.Cache.TempfailTTL,
+	} {
+		if d < 0 {
+			return keyError(key, "must not be negative")
+		}
+	}
+	names := map[string]int{}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		key := fmt.Sprintf("route[%d]", i)
+		if r.Name == "" {
+			r.Name = key
+		}
+		if j, dup := names[r.Name]; dup {
+			return keyError(key+".name", "%q already names route[%d]", r.Name, j)
+		}
+		names[r.Name] = i
+		if len(r.Domains) == 0 {
+			return keyError(key+".domains", "must not be empty")
+		}
+		for j, d := range r.Domains {
+			d = strings.ToLower(strings.TrimSuffix(d, "."))
+			if err := callout.CheckHostname(strings.TrimPrefix(d, ".")); err != nil {
+				return keyError(fmt.Sprintf("%s.domains[%d]", key, j), "%q: %v", r.Domains[j], err)
+			}
+			r.Domains[j] = d
+		}
+		if len(r.Servers) == 0 {
+			return keyError(key+".servers", "must not be empty")
+		}
+		for j, s := range r.Servers {
+			hp, err := callout.ParseServer(s)
+			if err != nil {
+				return keyError(fmt.Sprintf("%s.servers[%d]", key, j), "%v", err)
+			}
+			r.Servers[j] = hp
+		}
+	}
+	return nil
+}
+
+func checkListen(addr string, unixOK bool) error {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if !unixOK {
+			return fmt.Errorf("%q: a unix socket is not supported here", addr)
+		}
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("%q: socket path must be absolute", addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %v (want host:port or unix:/path)", addr, err)
+	}
+	if host != "" && net.ParseIP(host) == nil && callout.CheckHostname(host) != nil {
+		return fmt.Errorf("%q: invalid host %q", addr, host)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: invalid port %q", addr, port)
+	}
+	return nil
+}
+
+func oneOf(s string, options ...string) bool {
+	for _, o := range options {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+// Duration is a time.Duration in TOML as a string: Go's syntax ("90s",
+// "1h30m") plus whole days ("7d", "1d12h").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ParseDuration accepts time.ParseDuration's syntax with an optional leading
+// number of days: "7d", "1d12h", "0s".
+func ParseDuration(s string) (time.Duration, error) {
+	days, rest, found := strings.Cut(s, "d")
+	if !found {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q (examples: 90s, 10m, 2h, 7d)", s)
+		}
+		return d, nil
+	}
+	n, err := strconv.ParseUint(days, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (examples: 90s, 10m, 2h, 7d)", s)
+	}
+	d := time.Duration(n) * 24 * time.Hour
+	if rest != "" {
+		r, err := time.ParseDuration(rest)
+		if err != nil || r < 0 {
+			return 0, fmt.Errorf("invalid duration %q (examples: 90s, 10m, 2h, 7d)", s)
+		}
+		d += r
+	}
+	return d, nil
+}

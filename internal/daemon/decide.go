@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"strings"
+	"time"
+
+	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/policyd"
+)
+
+// Policy is what the configuration says about answers and cache lifetimes.
+type Policy struct {
+	RequestTimeout   time.Duration // budget for one verdict
+	DeferUnreachable bool          // unreachable_action = "defer"
+	DeferTempfail    bool          // tempfail_action = "defer"
+	PositiveTTL      time.Duration
+	NegativeTTL      time.Duration
+	TempfailTTL      time.Duration
+}
+
+// TTL is how long a verdict is cached.
+func (p *Policy) TTL(v callout.Verdict) time.Duration {
+	switch v {
+	case callout.Valid:
+		return p.PositiveTTL
+	case callout.Unknown:
+		return p.NegativeTTL
+	default:
+		return p.TempfailTTL
+	}
+}
+
+// cachedSuffix marks answers served from the cache, so a sender (and the
+// admin reading the log) can tell a remembered verdict from a fresh one.
+const cachedSuffix = " (cached verdict)"
+
+// Decide maps a verdict, and the backend reply in e, to what Postfix is told:
+//
+//	valid        DUNNO
+//	unknown      5xx x.y.z <backend text>  (the backend's code and enhanced
+//	             code when it gave 5xx ones, else 550 5.1.1)
+//	tempfail     DEFER_IF_PERMIT 4.x.x <backend text>, or DUNNO
+//	unreachable  DEFER_IF_PERMIT 4.4.1 ..., or DUNNO (the default: fail open)
+func Decide(v callout.Verdict, e *cache.Entry, cached bool, p *Policy) policyd.Action {
+	suffix := ""
+	if cached {
+		suffix = cachedSuffix
+	}
+	switch v {
+	case callout.Unknown:
+		code := e.Code
+		if code < 500 || code > 599 {
+			code = 550
+		}
+		return policyd.Reject(code, e.Enhanced, policyd.StatusBadMailbox, policyd.Text(e.Text, "User unknown")+suffix)
+	case callout.TempFail:
+		if p.DeferTempfail {
+			return policyd.DeferIfPermit(e.Enhanced, policyd.StatusTempMailbox, policyd.Text(e.Text, "Recipient temporarily unavailable")+suffix)
+		}
+	case callout.Unreachable:
+		if p.DeferUnreachable {
+			return policyd.DeferIfPermit(policyd.StatusNoAnswer, policyd.StatusNoAnswer, "Recipient verification unavailable, try again later"+suffix)
+		}
+	}
+	return policyd.Dunno
+}
+
+// replyText is the backend's reply text fit to follow Postfix's own
+// "<addr>: Recipient address rejected: " prefix: a backend that is Postfix
+// wrote that prefix too, and the sender must not read it twice.
+func replyText(r callout.Reply) string {
+	t := policyd.Text(r.Text(), "")
+	if strings.HasPrefix(t, "<") {
+		if end := strings.Index(t, ">: "); end > 0 {
+			t = t[end+3:]
+		}
+	}
+	t = strings.TrimPrefix(t, "Recipient address rejected: ")
+	return t
+}
+
+// entryOf records an outcome for the cache and for Decide.
+func entryOf(o *callout.Outcome, now time.Time) cache.Entry {
+	e := cache.Entry{Verdict: o.Verdict.String(), Route: o.Route, Server: o.Server, Verified: now}
+	if o.Reply.Code != 0 {
+		e.Code, e.Enhanced, e.Text = o.Reply.Code, o.Reply.Enhanced, replyText(o.Reply)
+	}
+	return e
+}

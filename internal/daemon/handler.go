@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/policyd"
+)
+
+// Routing is the part of the configuration a reload may replace as a whole:
+// the routes with the client that asks them, and the answer policy.
+type Routing struct {
+	Verifier *callout.Verifier
+	Policy   Policy
+}
+
+// Handler answers policy requests: cache first, then a callout.
+type Handler struct {
+	store   cache.Store
+	log     *slog.Logger
+	routing atomic.Pointer[Routing]
+	now     func() time.Time
+}
+
+// NewHandler returns a Handler over store with the given routing.
+func NewHandler(store cache.Store, r *Routing, log *slog.Logger) *Handler {
+	h := &Handler{store: store, log: log, now: time.Now}
+	h.routing.Store(r)
+	return h
+}
+
+// SetRouting replaces routes and policy; requests already running finish
+// with the old ones.
+func (h *Handler) SetRouting(r *Routing) { h.routing.Store(r) }
+
+// HandlePolicy implements policyd.Handler.
+func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) policyd.Action {
+	if req.ProtocolState != "RCPT" || req.Recipient == "" {
+		return policyd.Dunno
+	}
+	start := h.now()
+	rt := h.routing.Load()
+	rcpt, err := callout.ParseAddress(req.Recipient)
+	if err != nil {
+		// Nothing we could put on the wire safely; Postfix judges it.
+		h.log.Info("recipient not verified", "queue_id", req.QueueID, "client", req.ClientAddress,
+			"recipient", req.Recipient, "reason", err.Error(), "action", string(policyd.Dunno))
+		return policyd.Dunno
+	}
+	if len(rt.Verifier.Match(rcpt.Domain)) == 0 {
+		return policyd.Dunno
+	}
+	key := cache.Key(rcpt.Local, rcpt.Domain)
+
+	if e, ok, err := h.store.Get(ctx, key); err != nil {
+		h.log.Warn("cache lookup failed, verifying without it", "recipient", req.Recipient, "err", err)
+	} else if ok {
+		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
+			action := Decide(v, &e, true, &rt.Policy)
+			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
+			return action
+		}
+		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
+	}
+
+	vctx, cancel := context.WithTimeout(ctx, rt.Policy.RequestTimeout)
+	out, err := rt.Verifier.Verify(vctx, rcpt)
+	cancel()
+	if errors.Is(err, callout.ErrNoRoute) { // routes reloaded in between
+		return policyd.Dunno
+	}
+	e := entryOf(&out, start)
+	if err := h.store.Set(ctx, key, e, rt.Policy.TTL(out.Verdict)); err != nil {
+		h.log.Warn("cache store failed", "recipient", req.Recipient, "err", err)
+	}
+	action := Decide(out.Verdict, &e, false, &rt.Policy)
+	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
+	return action
+}
+
+// logVerdict writes the one line per verdict an admin greps for.
+func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.Entry, cached bool,
+	action policyd.Action, d time.Duration, out *callout.Outcome) {
+	attrs := make([]slog.Attr, 0, 14)
+	attrs = append(attrs,
+		slog.String("queue_id", req.QueueID),
+		slog.String("client", req.ClientAddress),
+		slog.String("sender", req.Sender),
+		slog.String("recipient", req.Recipient),
+		slog.String("verdict", v.String()),
+		slog.Bool("cached", cached),
+		slog.String("action", string(action)),
+		slog.String("route", e.Route),
+		slog.String("server", e.Server),
+		slog.Duration("duration", d),
+	)
+	if e.Code != 0 {
+		attrs = append(attrs, slog.Int("reply_code", e.Code), slog.String("reply", e.Text))
+	}
+	if out != nil {
+		attrs = append(attrs, slog.Int("attempts", len(out.Attempts)))
+		if out.Err != nil {
+			attrs = append(attrs, slog.String("err", out.Err.Error()))
+		}
+	}
+	h.log.LogAttrs(context.Background(), slog.LevelInfo, "verdict", attrs...)
+}
