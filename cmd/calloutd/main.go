@@ -2,6 +2,9 @@
 // SMTP callout to the backend that holds their mailboxes.
 //
 //	calloutd serve [-config FILE] [-stdio]
+//	calloutd check [-config FILE] [-server HOST:PORT] ADDRESS...
+//	calloutd lookup [-config FILE] ADDRESS
+//	calloutd flush [-config FILE] ADDRESS | @DOMAIN | -all
 //	calloutd version
 //
 // See docs/ for configuration and operation.
@@ -26,18 +29,25 @@ import (
 // the module version from the build info is used.
 var version = ""
 
-// Exit codes for usage and configuration errors (BSD sysexits).
+// Exit codes. serve and version use 2 for usage errors like most daemons;
+// check, lookup and flush use BSD sysexits so scripts can tell a verdict
+// (0, 1, 2) from a mistake (64 and up).
 const (
-	exitUsage  = 2
-	exitConfig = 78 // EX_CONFIG
+	exitUsage    = 2
+	exitExUsage  = 64 // EX_USAGE
+	exitUnavail  = 69 // EX_UNAVAILABLE: the daemon could not be reached
+	exitExConfig = 78 // EX_CONFIG
 )
 
 const usage = `Usage:
-  calloutd serve [-config FILE] [-stdio]   run the policy server
-  calloutd version                         print the version
-  calloutd -version                        same
+  calloutd serve  [-config FILE] [-stdio]            run the policy server
+  calloutd check  [-config FILE] [-server HOST:PORT] ADDRESS...
+                                                     verify now, bypassing the cache
+  calloutd lookup [-config FILE] ADDRESS             show the cached verdict
+  calloutd flush  [-config FILE] ADDRESS|@DOMAIN|-all  forget cached verdicts
+  calloutd version                                   print the version (also -version)
 
-Run "calloutd serve -h" for the flags of serve.
+FILE defaults to ` + config.DefaultPath + `. Run "calloutd COMMAND -h" for a command's flags.
 `
 
 func main() {
@@ -59,6 +69,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve":
 		return serve(args[1:], stderr)
+	case "check":
+		return check(args[1:], stdout, stderr)
+	case "lookup":
+		return lookup(args[1:], stdout, stderr)
+	case "flush":
+		return flush(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -78,16 +94,29 @@ func versionString() string {
 	return "(devel)"
 }
 
-func serve(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// flags returns a flag set for cmd with the -config flag every command has.
+func flags(cmd string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", config.DefaultPath, "configuration `file`")
-	stdio := fs.Bool("stdio", false, "serve one policy connection on standard input and output (Postfix spawn(8)); logs go to log.file, else syslog")
+	return fs, fs.String("config", config.DefaultPath, "configuration `file`")
+}
+
+// parse parses args; done is true when the command should exit with code.
+func parse(fs *flag.FlagSet, args []string, usageCode int) (code int, done bool) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return 0, true
 		}
-		return exitUsage
+		return usageCode, true
+	}
+	return 0, false
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs, path := flags("serve", stderr)
+	stdio := fs.Bool("stdio", false, "serve one policy connection on standard input and output (Postfix spawn(8)); logs go to log.file, else syslog")
+	if code, done := parse(fs, args, exitUsage); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "calloutd serve: unexpected argument %q\n", fs.Arg(0))
@@ -96,22 +125,23 @@ func serve(args []string, stderr io.Writer) int {
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "calloutd: %v\n", err)
-		return exitConfig
+		return exitExConfig
 	}
 	if *stdio {
 		return serveStdio(cfg, stderr)
 	}
-	log := daemon.NewLogger(cfg.Log, os.Stderr)
+	var w io.Writer = os.Stderr
 	if cfg.Log.File != "" {
 		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err != nil {
 			fmt.Fprintf(stderr, "calloutd: log.file: %v\n", err)
-			return exitConfig
+			return exitExConfig
 		}
 		defer f.Close()
-		log = daemon.NewLogger(cfg.Log, f)
+		w = f
 	}
-	d, err := daemon.New(cfg, log)
+	log, level := daemon.NewLogger(cfg.Log, w)
+	d, err := daemon.New(cfg, daemon.Options{Path: *path, Logger: log, Level: level, Version: versionString()})
 	if err != nil {
 		fmt.Fprintf(stderr, "calloutd: %v\n", err)
 		return 1
@@ -123,8 +153,11 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log.Info("calloutd started", "version", versionString(), "config", *path, "routes", len(cfg.Routes))
-	if err := d.Serve(ctx, ls); err != nil {
+	if err := d.Serve(ctx, ls, hup); err != nil {
 		log.Error("calloutd stopped", "err", err)
 		return 1
 	}

@@ -27,8 +27,8 @@ func serveStdio(cfg *config.Config, _ io.Writer) int {
 		defer sl.Close()
 		w = sl
 	}
-	log := daemon.NewLogger(cfg.Log, w)
-	d, err := daemon.New(cfg, log)
+	log, level := daemon.NewLogger(cfg.Log, w)
+	d, err := daemon.New(cfg, daemon.Options{Logger: log, Level: level, Version: versionString()})
 	if err != nil {
 		log.Error("calloutd -stdio", "err", err)
 		return 1

@@ -22,6 +22,7 @@ const DefaultPath = "/etc/calloutd/calloutd.toml"
 type Config struct {
 	Listen        []string `toml:"listen"`         // "host:port" or "unix:/path"
 	MetricsListen string   `toml:"metrics_listen"` // "" disables
+	AdminSocket   string   `toml:"admin_socket"`   // unix socket for flush/lookup; "" disables
 	Log           Log      `toml:"log"`
 	Callout       Callout  `toml:"callout"`
 	Cache         Cache    `toml:"cache"`
@@ -71,6 +72,7 @@ func Default() *Config {
 	return &Config{
 		Listen:        []string{"127.0.0.1:10040"},
 		MetricsListen: "127.0.0.1:10041",
+		AdminSocket:   "/run/calloutd/admin.sock",
 		Log:           Log{Level: "info", Format: "text"},
 		Callout: Callout{
 			HeloName:          host,
@@ -142,6 +144,9 @@ func (c *Config) validate() error {
 		if err := checkListen(c.MetricsListen, false); err != nil {
 			return keyError("metrics_listen", "%v", err)
 		}
+	}
+	if c.AdminSocket != "" && !filepath.IsAbs(c.AdminSocket) {
+		return keyError("admin_socket", "%q: socket path must be absolute", c.AdminSocket)
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		return keyError("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)

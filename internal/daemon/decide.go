@@ -80,8 +80,8 @@ func replyText(r callout.Reply) string {
 	return t
 }
 
-// entryOf records an outcome for the cache and for Decide.
-func entryOf(o *callout.Outcome, now time.Time) cache.Entry {
+// EntryOf records an outcome for the cache and for Decide.
+func EntryOf(o *callout.Outcome, now time.Time) cache.Entry {
 	e := cache.Entry{Verdict: o.Verdict.String(), Route: o.Route, Server: o.Server, Verified: now}
 	if o.Reply.Code != 0 {
 		e.Code, e.Enhanced, e.Text = o.Reply.Code, o.Reply.Enhanced, replyText(o.Reply)

@@ -24,12 +24,17 @@ type Handler struct {
 	store   cache.Store
 	log     *slog.Logger
 	routing atomic.Pointer[Routing]
+	obs     Observer
 	now     func() time.Time
 }
 
-// NewHandler returns a Handler over store with the given routing.
-func NewHandler(store cache.Store, r *Routing, log *slog.Logger) *Handler {
-	h := &Handler{store: store, log: log, now: time.Now}
+// NewHandler returns a Handler over store with the given routing. obs may
+// be nil.
+func NewHandler(store cache.Store, r *Routing, log *slog.Logger, obs Observer) *Handler {
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	h := &Handler{store: store, log: log, obs: obs, now: time.Now}
 	h.routing.Store(r)
 	return h
 }
@@ -38,8 +43,17 @@ func NewHandler(store cache.Store, r *Routing, log *slog.Logger) *Handler {
 // with the old ones.
 func (h *Handler) SetRouting(r *Routing) { h.routing.Store(r) }
 
+// Routing returns the routes and policy in force.
+func (h *Handler) Routing() *Routing { return h.routing.Load() }
+
 // HandlePolicy implements policyd.Handler.
 func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) policyd.Action {
+	a := h.handle(ctx, req)
+	h.obs.PolicyRequest(req.ProtocolState, a)
+	return a
+}
+
+func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Action {
 	if req.ProtocolState != "RCPT" || req.Recipient == "" {
 		return policyd.Dunno
 	}
@@ -57,10 +71,16 @@ func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) policy
 	}
 	key := cache.Key(rcpt.Local, rcpt.Domain)
 
-	if e, ok, err := h.store.Get(ctx, key); err != nil {
+	e, ok, err := h.store.Get(ctx, key)
+	if err != nil {
+		h.obs.CacheError("get")
 		h.log.Warn("cache lookup failed, verifying without it", "recipient", req.Recipient, "err", err)
-	} else if ok {
+	} else {
+		h.obs.CacheLookup(ok)
+	}
+	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
+			h.obs.Verdict(v, "cache")
 			action := Decide(v, &e, true, &rt.Policy)
 			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
 			return action
@@ -68,14 +88,18 @@ func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) policy
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
 	}
 
+	h.obs.CalloutBegin()
 	vctx, cancel := context.WithTimeout(ctx, rt.Policy.RequestTimeout)
 	out, err := rt.Verifier.Verify(vctx, rcpt)
 	cancel()
+	h.obs.CalloutEnd(&out, h.now().Sub(start))
 	if errors.Is(err, callout.ErrNoRoute) { // routes reloaded in between
 		return policyd.Dunno
 	}
-	e := entryOf(&out, start)
+	h.obs.Verdict(out.Verdict, "callout")
+	e = EntryOf(&out, start)
 	if err := h.store.Set(ctx, key, e, rt.Policy.TTL(out.Verdict)); err != nil {
+		h.obs.CacheError("set")
 		h.log.Warn("cache store failed", "recipient", req.Recipient, "err", err)
 	}
 	action := Decide(out.Verdict, &e, false, &rt.Policy)

@@ -7,27 +7,41 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lmittmann/tint"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/metrics"
 	"github.com/calloutd/calloutd/policyd"
 )
 
 // NewLogger builds the logger [log] asks for, writing to w: tint's coloured
-// text when w is a terminal, plain text otherwise, or JSON.
-func NewLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// text when w is a terminal, plain text otherwise, or JSON. The level is a
+// LevelVar so a reload can change it.
+func NewLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(c.Level))
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), level
 	}
-	return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w), TimeFormat: time.RFC3339Nano}))
+	return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w), TimeFormat: time.RFC3339Nano})), level
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s)) // validated by config
+	return l
 }
 
 func isTerminal(w io.Writer) bool {
@@ -66,59 +80,137 @@ func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
 	}
 }
 
-// Daemon is a configured calloutd: store, handler and policy server.
+// Daemon is a configured calloutd: store, handler, policy server, metrics
+// and admin endpoints.
 type Daemon struct {
-	cfg     *config.Config
+	path    string // configuration file, re-read by Reload
+	cfg     atomic.Pointer[config.Config]
 	log     *slog.Logger
-	store   cache.Store
+	level   *slog.LevelVar
+	store   *cache.Memory
 	handler *Handler
 	server  *policyd.Server
+	metrics *metrics.Metrics
+	version string
+
+	reloadMu sync.Mutex
+	ready    atomic.Bool
 }
 
-// New builds a daemon from cfg, logging to log.
-func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	var trace func(callout.TraceEvent)
-	if log.Enabled(context.Background(), slog.LevelDebug) {
-		trace = func(ev callout.TraceEvent) {
-			dir := "<"
-			if ev.Sent {
-				dir = ">"
-			}
-			log.Debug("smtp", "server", ev.Server, "dir", dir, "line", ev.Line, "elapsed", ev.Elapsed)
-		}
+// Options are the parts of a daemon that do not come from the file.
+type Options struct {
+	Path    string         // configuration file, for Reload
+	Logger  *slog.Logger   // default slog.Default()
+	Level   *slog.LevelVar // the Logger's level, changed by Reload; may be nil
+	Version string         // for calloutd_build_info
+}
+
+// New builds a daemon from cfg.
+func New(cfg *config.Config, o Options) (*Daemon, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	store := cache.NewMemory(cfg.Cache.MaxEntries)
-	d := &Daemon{cfg: cfg, log: log, store: store}
-	d.handler = NewHandler(store, NewRouting(cfg, trace), log)
-	d.server = &policyd.Server{Handler: d.handler, Logger: log}
+	d := &Daemon{path: o.Path, log: o.Logger, level: o.Level, store: store, version: o.Version}
+	d.cfg.Store(cfg)
+	d.metrics = metrics.New(o.Version, store)
+	d.handler = NewHandler(store, NewRouting(cfg, d.trace), d.log, d.metrics)
+	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState}
 	return d, nil
 }
 
-// Handler returns the policy handler (for tests and the stdio mode).
+// trace logs every SMTP line at debug level.
+func (d *Daemon) trace(ev callout.TraceEvent) {
+	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	dir := "<"
+	if ev.Sent {
+		dir = ">"
+	}
+	d.log.Debug("smtp", "server", ev.Server, "dir", dir, "line", ev.Line, "elapsed", ev.Elapsed)
+}
+
+// Handler returns the policy handler.
 func (d *Daemon) Handler() *Handler { return d.handler }
 
-// Listen opens every policy listener of the configuration, or none.
-func (d *Daemon) Listen() ([]net.Listener, error) {
-	var ls []net.Listener
-	for _, addr := range d.cfg.Listen {
+// Metrics returns the daemon's metrics.
+func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
+
+// Config returns the configuration in force.
+func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
+
+// Listeners are the sockets a daemon serves, opened before it drops into
+// Serve so that errors (port in use) stop the start.
+type Listeners struct {
+	Policy  []net.Listener
+	Metrics net.Listener // nil if metrics_listen = ""
+	Admin   net.Listener // nil if admin_socket = "" or it could not be made
+}
+
+// Close closes every listener.
+func (ls *Listeners) Close() {
+	for _, l := range append(slices.Clone(ls.Policy), ls.Metrics, ls.Admin) {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// Listen opens every listener of the configuration, or none. An admin socket
+// that cannot be created is logged and skipped: it is a convenience, not a
+// reason to refuse mail.
+func (d *Daemon) Listen() (*Listeners, error) {
+	cfg := d.Config()
+	ls := &Listeners{}
+	for _, addr := range cfg.Listen {
 		l, err := policyd.Listen(addr)
 		if err != nil {
-			for _, o := range ls {
-				o.Close()
-			}
+			ls.Close()
 			return nil, fmt.Errorf("listen %s: %w", addr, err)
 		}
-		ls = append(ls, l)
+		ls.Policy = append(ls.Policy, l)
+	}
+	if cfg.MetricsListen != "" {
+		l, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ls.Close()
+			return nil, fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
+		}
+		ls.Metrics = l
+	}
+	if cfg.AdminSocket != "" {
+		l, err := listenAdmin(cfg.AdminSocket)
+		if err != nil {
+			d.log.Warn("admin socket unavailable; flush and lookup will not reach this daemon", "admin_socket", cfg.AdminSocket, "err", err)
+		} else {
+			ls.Admin = l
+		}
 	}
 	return ls, nil
 }
 
-// Serve serves the policy protocol on ls until ctx is cancelled, then
-// drains: in-flight requests get up to the request timeout plus five
-// seconds to finish.
-func (d *Daemon) Serve(ctx context.Context, ls []net.Listener) error {
+func listenAdmin(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	l, err := policyd.Listen("unix:" + path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Serve serves ls until ctx is cancelled, then drains: in-flight policy
+// requests get up to the request timeout plus five seconds to finish.
+// hup delivers reload requests (SIGHUP); it may be nil.
+func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for _, l := range ls {
+	for _, l := range ls.Policy {
 		d.log.Info("listening for policy requests", "addr", l.Addr().String())
 		g.Go(func() error {
 			if err := d.server.Serve(l); !errors.Is(err, policyd.ErrServerClosed) {
@@ -127,13 +219,48 @@ func (d *Daemon) Serve(ctx context.Context, ls []net.Listener) error {
 			return nil
 		})
 	}
+	var httpSrv *http.Server
+	if ls.Metrics != nil {
+		httpSrv = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		d.log.Info("serving metrics", "addr", ls.Metrics.Addr().String())
+		g.Go(func() error {
+			if err := httpSrv.Serve(ls.Metrics); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	if ls.Admin != nil {
+		d.log.Info("admin socket ready", "path", ls.Admin.Addr().String())
+		g.Go(func() error { d.serveAdmin(gctx, ls.Admin); return nil })
+	}
+	if hup != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-hup:
+					_ = d.Reload()
+				}
+			}
+		})
+	}
+	d.ready.Store(true)
 	g.Go(func() error {
 		<-gctx.Done()
+		d.ready.Store(false)
 		d.log.Info("shutting down, draining policy connections")
-		sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Callout.RequestTimeout.D()+5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), d.Config().Callout.RequestTimeout.D()+5*time.Second)
 		defer cancel()
 		if err := d.server.Shutdown(sctx); err != nil {
 			d.log.Warn("drain incomplete, connections closed", "err", err)
+		}
+		if ls.Admin != nil {
+			ls.Admin.Close()
+		}
+		if httpSrv != nil {
+			_ = httpSrv.Shutdown(sctx)
 		}
 		return nil
 	})
@@ -147,4 +274,81 @@ func (d *Daemon) Serve(ctx context.Context, ls []net.Listener) error {
 func (d *Daemon) ServeConn(c net.Conn) {
 	d.server.ServeConn(c)
 	d.store.Close()
+}
+
+// Reload re-reads the configuration file. Routes, timeouts, actions, TTLs
+// and the log level take effect at once, without closing connections; a
+// change to anything bound at start (listeners, store, admin socket, log
+// format or file) is logged as needing a restart. A bad file is refused
+// and the running configuration stays.
+func (d *Daemon) Reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cfg, err := config.Load(d.path)
+	if err != nil {
+		d.metrics.Reloaded(false)
+		d.log.Error("configuration reload failed, keeping the running configuration", "config", d.path, "err", err)
+		return err
+	}
+	old := d.Config()
+	if restart := restartKeys(old, cfg); len(restart) > 0 {
+		d.log.Warn("configuration changes that need a restart were not applied", "keys", restart)
+	}
+	if d.level != nil {
+		d.level.Set(parseLevel(cfg.Log.Level))
+	}
+	d.handler.SetRouting(NewRouting(cfg, d.trace))
+	// Keep what was not applied, so Config() tells what is in force.
+	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
+	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Log.Format, old.Log.File
+	d.cfg.Store(cfg)
+	d.metrics.Reloaded(true)
+	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
+	return nil
+}
+
+// restartKeys names the settings that differ and are only read at start.
+func restartKeys(a, b *config.Config) []string {
+	var keys []string
+	if !slices.Equal(a.Listen, b.Listen) {
+		keys = append(keys, "listen")
+	}
+	for _, k := range []struct {
+		name string
+		a, b any
+	}{
+		{"metrics_listen", a.MetricsListen, b.MetricsListen},
+		{"admin_socket", a.AdminSocket, b.AdminSocket},
+		{"cache.store", a.Cache.Store, b.Cache.Store},
+		{"cache.max_entries", a.Cache.MaxEntries, b.Cache.MaxEntries},
+		{"log.format", a.Log.Format, b.Log.Format},
+		{"log.file", a.Log.File, b.Log.File},
+	} {
+		if k.a != k.b {
+			keys = append(keys, k.name)
+		}
+	}
+	return keys
+}
+
+// httpHandler serves /metrics, /healthz and /readyz.
+func (d *Daemon) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !d.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: policy listeners are not serving")
+			return
+		}
+		cfg := d.Config()
+		fmt.Fprintf(w, "ready\nlisteners: %d serving\nconfig: loaded, %d routes\nstore: %s, reachable\n",
+			len(cfg.Listen), len(cfg.Routes), cfg.Cache.Store)
+	})
+	return mux
 }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+
+	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/daemon"
+)
+
+// check verifies addresses now, bypassing the cache, and shows the SMTP
+// dialogue: the admin's tester when a backend changes. Exit 0 when every
+// address is valid, else the worst of 1 (unknown) and 2 (tempfail,
+// unreachable, or no route); 64 and up for usage and configuration errors.
+func check(args []string, stdout, stderr io.Writer) int {
+	fset, path := flags("check", stderr)
+	server := fset.String("server", "", "ask this `host:port` instead of the configured routes")
+	if code, done := parse(fset, args, exitExUsage); done {
+		return code
+	}
+	if fset.NArg() == 0 {
+		fmt.Fprintln(stderr, "calloutd check: no address given\nusage: calloutd check [-config FILE] [-server HOST:PORT] ADDRESS...")
+		return exitExUsage
+	}
+	configSet := false
+	fset.Visit(func(f *flag.Flag) {
+		if f.Name == "config" {
+			configSet = true
+		}
+	})
+	cfg, err := config.Load(*path)
+	if err != nil && *server != "" && !configSet && errors.Is(err, fs.ErrNotExist) {
+		cfg, err = config.Default(), nil // a bare -server needs no file
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "calloutd: %v\n", err)
+		return exitExConfig
+	}
+	var addrs []callout.Address
+	for _, s := range fset.Args() {
+		a, err := callout.ParseAddress(s)
+		if err != nil {
+			fmt.Fprintf(stderr, "calloutd check: %q: %v\n", s, err)
+			return exitExUsage
+		}
+		addrs = append(addrs, a)
+	}
+	if *server != "" {
+		hp, err := callout.ParseServer(*server)
+		if err != nil {
+			fmt.Fprintf(stderr, "calloutd check: -server: %v\n", err)
+			return exitExUsage
+		}
+		domains := []string{}
+		for _, a := range addrs {
+			domains = append(domains, a.Domain)
+		}
+		cfg.Routes = []config.Route{{Name: "-server", Domains: domains, Servers: []string{hp}}}
+	}
+
+	worst := 0
+	for i, a := range addrs {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		worst = max(worst, checkOne(cfg, a, stdout))
+	}
+	return worst
+}
+
+func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
+	fmt.Fprintf(w, "%s\n", a)
+	last := ""
+	rt := daemon.NewRouting(cfg, func(ev callout.TraceEvent) {
+		if ev.Server != last {
+			fmt.Fprintf(w, "  server %s\n", ev.Server)
+			last = ev.Server
+		}
+		arrow := "←"
+		if ev.Sent {
+			arrow = "→"
+		}
+		fmt.Fprintf(w, "  %8s %s %s\n", ms(ev.Elapsed), arrow, ev.Line)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), rt.Policy.RequestTimeout)
+	defer cancel()
+	start := time.Now()
+	out, err := rt.Verifier.Verify(ctx, a)
+	if errors.Is(err, callout.ErrNoRoute) {
+		fmt.Fprintf(w, "  no route covers %s: calloutd answers DUNNO without a callout\n", a.Domain)
+		return 2
+	}
+	for _, at := range out.Attempts {
+		res := fmt.Sprintf("%s (%s)", at.Result.Verdict, at.Result.Reply)
+		if at.Err != nil {
+			var ce *callout.Error
+			reason := "error"
+			if errors.As(at.Err, &ce) {
+				reason = ce.Reason()
+			}
+			res = fmt.Sprintf("unavailable [%s]: %v", reason, at.Err)
+		}
+		fmt.Fprintf(w, "  attempt  route %s, server %s, %s: %s\n", at.Route, at.Server, ms(at.Duration), res)
+	}
+	e := daemon.EntryOf(&out, start)
+	action := daemon.Decide(out.Verdict, &e, false, &rt.Policy)
+	fmt.Fprintf(w, "  verdict  %s", out.Verdict)
+	if out.Route != "" {
+		fmt.Fprintf(w, " from route %s, server %s", out.Route, out.Server)
+	}
+	if out.Reply.Code != 0 {
+		fmt.Fprintf(w, ": %s", out.Reply)
+	} else if out.Err != nil {
+		fmt.Fprintf(w, ": %v", out.Err)
+	}
+	fmt.Fprintf(w, " (%s)\n", ms(time.Since(start)))
+	fmt.Fprintf(w, "  action   action=%s\n", action)
+	switch out.Verdict {
+	case callout.Valid:
+		return 0
+	case callout.Unknown:
+		return 1
+	default:
+		return 2
+	}
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+}

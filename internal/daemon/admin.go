@@ -1,0 +1,164 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/callout"
+)
+
+// The admin socket speaks one JSON object per line each way: a request,
+// then its response. It is a unix socket of mode 0600, never TCP, because
+// flushing verdicts is an operator's act, not a scraper's.
+
+// AdminRequest is one admin command. Exactly one of Address, Domain, All is
+// set for "flush"; Address for "lookup".
+type AdminRequest struct {
+	Op      string `json:"op"` // "lookup" | "flush"
+	Address string `json:"address,omitempty"`
+	Domain  string `json:"domain,omitempty"`
+	All     bool   `json:"all,omitempty"`
+}
+
+// AdminResponse answers an AdminRequest.
+type AdminResponse struct {
+	Error   string       `json:"error,omitempty"`
+	Found   bool         `json:"found,omitempty"`
+	Entry   *cache.Entry `json:"entry,omitempty"`
+	Removed int          `json:"removed"`
+}
+
+// AddressKey validates an address given to flush or lookup and returns its
+// cache key.
+func AddressKey(addr string) (string, error) {
+	a, err := callout.ParseAddress(addr)
+	if err != nil {
+		return "", err
+	}
+	return cache.Key(a.Local, a.Domain), nil
+}
+
+// DomainMatcher returns a function that tells whether a cache key belongs
+// to domain (exactly, not its subdomains).
+func DomainMatcher(domain string) (func(key string) bool, error) {
+	domain = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(domain, "@"), "."))
+	if err := callout.CheckHostname(domain); err != nil {
+		return nil, fmt.Errorf("domain %q: %w", domain, err)
+	}
+	suffix := "@" + domain
+	return func(key string) bool { return strings.HasSuffix(key, suffix) }, nil
+}
+
+func (d *Daemon) serveAdmin(ctx context.Context, l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				d.log.Warn("admin socket accept failed", "err", err)
+			}
+			return
+		}
+		go d.adminConn(ctx, c)
+	}
+}
+
+func (d *Daemon) adminConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 4096), 4096)
+	enc := json.NewEncoder(c)
+	for sc.Scan() {
+		var req AdminRequest
+		var resp AdminResponse
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			resp.Error = "malformed request: " + err.Error()
+		} else {
+			resp = d.admin(ctx, &req)
+		}
+		if err := enc.Encode(&resp); err != nil {
+			return
+		}
+	}
+}
+
+func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
+	var resp AdminResponse
+	switch {
+	case req.Op == "lookup" && req.Address != "":
+		key, err := AddressKey(req.Address)
+		if err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		e, ok, err := d.store.Get(ctx, key)
+		if err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		resp.Found = ok
+		if ok {
+			resp.Entry = &e
+		}
+	case req.Op == "flush" && req.Address != "":
+		key, err := AddressKey(req.Address)
+		if err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		_, ok, _ := d.store.Get(ctx, key)
+		if err := d.store.Delete(ctx, key); err != nil {
+			resp.Error = err.Error()
+		} else if ok {
+			resp.Removed = 1
+		}
+	case req.Op == "flush" && req.Domain != "":
+		match, err := DomainMatcher(req.Domain)
+		if err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		resp.Removed = d.store.DeleteFunc(match)
+	case req.Op == "flush" && req.All:
+		resp.Removed = d.store.DeleteFunc(func(string) bool { return true })
+	default:
+		resp.Error = fmt.Sprintf("unsupported request %+v", *req)
+	}
+	if req.Op == "flush" && resp.Error == "" {
+		d.log.Info("cache flushed by admin", "address", req.Address, "domain", req.Domain, "all", req.All, "removed", resp.Removed)
+	}
+	return resp
+}
+
+// Admin sends req to the daemon listening on socket and returns its answer.
+func Admin(ctx context.Context, socket string, req AdminRequest) (AdminResponse, error) {
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return AdminResponse{}, fmt.Errorf("admin socket: %w (is calloutd running, and are you allowed to use %s?)", err, socket)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(c).Encode(&req); err != nil {
+		return AdminResponse{}, fmt.Errorf("admin socket: %w", err)
+	}
+	var resp AdminResponse
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return AdminResponse{}, fmt.Errorf("admin socket: %w", err)
+	}
+	if resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}

@@ -1,0 +1,34 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/policyd"
+)
+
+// Observer sees what the handler does, so metrics stay out of the handler
+// (internal/metrics implements it). Methods must be cheap and safe for
+// concurrent use.
+type Observer interface {
+	// PolicyRequest counts a request by protocol state and the action given.
+	PolicyRequest(state string, a policyd.Action)
+	// CacheLookup counts a cache hit or miss.
+	CacheLookup(hit bool)
+	// CacheError counts a store that could not be asked ("get", "set").
+	CacheError(op string)
+	// Verdict counts a verdict by where it came from: "cache" or "callout".
+	Verdict(v callout.Verdict, source string)
+	// CalloutBegin and CalloutEnd bracket one verification.
+	CalloutBegin()
+	CalloutEnd(out *callout.Outcome, d time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) PolicyRequest(string, policyd.Action)       {}
+func (nopObserver) CacheLookup(bool)                           {}
+func (nopObserver) CacheError(string)                          {}
+func (nopObserver) Verdict(callout.Verdict, string)            {}
+func (nopObserver) CalloutBegin()                              {}
+func (nopObserver) CalloutEnd(*callout.Outcome, time.Duration) {}

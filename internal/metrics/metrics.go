@@ -1,0 +1,214 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/policyd"
+)
+
+const ns = "calloutd"
+
+// Metrics is the registry and every collector calloutd exports.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	policyRequests   *prometheus.CounterVec
+	policyConns      prometheus.Gauge
+	verdicts         *prometheus.CounterVec
+	cacheHits        prometheus.Counter
+	cacheMisses      prometheus.Counter
+	cacheErrors      *prometheus.CounterVec
+	calloutDuration  *prometheus.HistogramVec
+	calloutsInFlight prometheus.Gauge
+	backendAttempts  *prometheus.CounterVec
+	backendFailures  *prometheus.CounterVec
+	reloads          *prometheus.CounterVec
+	reloadTimestamp  prometheus.Gauge
+}
+
+// CacheStats is what the memory store tells about itself.
+type CacheStats interface {
+	Len() int
+	Evictions() uint64
+}
+
+// New registers every metric. cache may be nil (no memory store).
+func New(version string, cache CacheStats) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		policyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "policy_requests_total",
+			Help: "Policy requests answered, by protocol_state (RCPT, DATA, ...) and action (dunno, reject, defer, defer_if_permit, other).",
+		}, []string{"protocol_state", "action"}),
+		policyConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "policy_connections",
+			Help: "Policy connections from Postfix open now.",
+		}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "verdicts_total",
+			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout).",
+		}, []string{"verdict", "source"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "cache_hits_total",
+			Help: "Verdict cache lookups that found an entry.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "cache_misses_total",
+			Help: "Verdict cache lookups that found nothing.",
+		}),
+		cacheErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "cache_errors_total",
+			Help: "Verdict cache operations that failed (store unreachable), by op (get, set).",
+		}, []string{"op"}),
+		calloutDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "callout_duration_seconds",
+			Help:    "Time to reach a verdict by callout, all routes and servers, by route (the one that answered, or the first asked) and outcome (valid, unknown, tempfail, unreachable).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "outcome"}),
+		calloutsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "callouts_in_flight",
+			Help: "Callouts running now.",
+		}),
+		backendAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "backend_attempts_total",
+			Help: "Backend servers asked, by server (host:port).",
+		}, []string{"server"}),
+		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "backend_failures_total",
+			Help: "Backend servers that could not answer, by server and reason (connect, timeout, greeting, hello, mail, rcpt, protocol, closed, canceled).",
+		}, []string{"server", "reason"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "config_reloads_total",
+			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
+		}, []string{"result"}),
+		reloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "config_last_reload_success_timestamp_seconds",
+			Help: "When the configuration was last loaded successfully, in Unix seconds.",
+		}),
+	}
+	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
+		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.reloads, m.reloadTimestamp)
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "build_info",
+		Help:        "Always 1; the labels tell the calloutd version and the Go version that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	}, func() float64 { return 1 }))
+	if cache != nil {
+		r.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: ns, Name: "cache_entries",
+				Help: "Entries held by the memory verdict cache (expired ones until looked up or evicted).",
+			}, func() float64 { return float64(cache.Len()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Namespace: ns, Name: "cache_evictions_total",
+				Help: "Entries evicted from the memory verdict cache to stay within max_entries.",
+			}, func() float64 { return float64(cache.Evictions()) }),
+		)
+	}
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, l := range []string{"success", "failure"} {
+		m.reloads.WithLabelValues(l)
+	}
+	for _, op := range []string{"get", "set"} {
+		m.cacheErrors.WithLabelValues(op)
+	}
+	m.reloadTimestamp.SetToCurrentTime()
+	return m
+}
+
+// ActionLabel reduces an action to a label of bounded cardinality.
+func ActionLabel(a policyd.Action) string {
+	s := string(a)
+	switch {
+	case s == string(policyd.Dunno):
+		return "dunno"
+	case strings.HasPrefix(s, "DEFER_IF_PERMIT"):
+		return "defer_if_permit"
+	case len(s) >= 3 && s[0] == '5':
+		return "reject"
+	case len(s) >= 3 && s[0] == '4':
+		return "defer"
+	}
+	return "other"
+}
+
+// PolicyRequest implements daemon.Observer.
+func (m *Metrics) PolicyRequest(state string, a policyd.Action) {
+	switch state {
+	case "CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN":
+	default:
+		state = "other" // a hostile client must not mint label values
+	}
+	m.policyRequests.WithLabelValues(state, ActionLabel(a)).Inc()
+}
+
+// CacheLookup implements daemon.Observer.
+func (m *Metrics) CacheLookup(hit bool) {
+	if hit {
+		m.cacheHits.Inc()
+	} else {
+		m.cacheMisses.Inc()
+	}
+}
+
+// CacheError implements daemon.Observer.
+func (m *Metrics) CacheError(op string) { m.cacheErrors.WithLabelValues(op).Inc() }
+
+// Verdict implements daemon.Observer.
+func (m *Metrics) Verdict(v callout.Verdict, source string) {
+	m.verdicts.WithLabelValues(v.String(), source).Inc()
+}
+
+// CalloutBegin implements daemon.Observer.
+func (m *Metrics) CalloutBegin() { m.calloutsInFlight.Inc() }
+
+// CalloutEnd implements daemon.Observer.
+func (m *Metrics) CalloutEnd(out *callout.Outcome, d time.Duration) {
+	m.calloutsInFlight.Dec()
+	route := out.Route
+	if route == "" && len(out.Attempts) > 0 {
+		route = out.Attempts[0].Route
+	}
+	if out.Verdict != 0 {
+		m.calloutDuration.WithLabelValues(route, out.Verdict.String()).Observe(d.Seconds())
+	}
+	for _, a := range out.Attempts {
+		m.backendAttempts.WithLabelValues(a.Server).Inc()
+		if a.Err != nil {
+			m.backendFailures.WithLabelValues(a.Server, reason(a.Err)).Inc()
+		}
+	}
+}
+
+func reason(err error) string {
+	var ce *callout.Error
+	if errors.As(err, &ce) {
+		if errors.Is(err, context.Canceled) {
+			return "canceled"
+		}
+		return ce.Reason()
+	}
+	return "other"
+}
+
+// ConnState counts open policy connections (policyd.Server.ConnState).
+func (m *Metrics) ConnState(delta int) { m.policyConns.Add(float64(delta)) }
+
+// Reloaded counts a configuration reload.
+func (m *Metrics) Reloaded(ok bool) {
+	if ok {
+		m.reloads.WithLabelValues("success").Inc()
+		m.reloadTimestamp.SetToCurrentTime()
+	} else {
+		m.reloads.WithLabelValues("failure").Inc()
+	}
+}
