@@ -65,7 +65,7 @@ func (c *Client) Probe(ctx context.Context, server string, rcpt Address) (Result
 	if err != nil {
 		return Result{}, err
 	}
-	defer s.Quit(context.WithoutCancel(ctx))
+	defer s.Quit(ctx)
 	if err := s.Mail(ctx, c.MailFrom); err != nil {
 		return Result{}, err
 	}

@@ -30,6 +30,7 @@ type Session struct {
 	cmdTimeout time.Duration
 	trace      func(TraceEvent)
 	start      time.Time
+	broken     bool // a command got no reply; the connection is unusable
 
 	// Extensions are the EHLO keywords the server announced, upper-case,
 	// mapped to their parameters; nil after a HELO fallback.
@@ -127,8 +128,15 @@ func (s *Session) Reset(ctx context.Context) error {
 }
 
 // Quit says QUIT, waits briefly for the reply and closes the connection.
-// A server that does not answer does not hold up the caller for long.
+// A server that does not answer does not hold up the caller for long; one
+// that already failed to answer, or a context that has ended, gets no QUIT
+// at all: the connection is just closed, so a verdict is never late for
+// politeness' sake.
 func (s *Session) Quit(ctx context.Context) {
+	if s.broken || ctx.Err() != nil {
+		s.Close()
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, min(s.cmdTimeout, quitTimeout))
 	defer cancel()
 	_, _ = s.exchange(ctx, StageMail, "QUIT")
@@ -149,6 +157,7 @@ var errUnsafeCommand = errors.New("refusing to send a command containing CR, LF 
 // command timeout and the context's deadline.
 func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply, error) {
 	fail := func(err error) (Reply, error) {
+		s.broken = true
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
