@@ -6,7 +6,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build run test deps vet unit bench fuzz clean
+.PHONY: all build run test deps vet lint unit bench fuzz clean
 
 all: build
 
@@ -25,10 +25,15 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
+# staticcheck comes from the Go module proxy at a pinned version.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) ./...
+
 unit:
 	$(GO) test -race -count=1 ./...
 
-test: deps vet unit
+test: deps vet lint unit
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...

@@ -35,7 +35,7 @@ func NewLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), level
 	}
-	return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w), TimeFormat: time.RFC3339Nano})), level
+	return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w), TimeFormat: time.RFC3339Nano})), level
 }
 
 func parseLevel(s string) slog.Level {
