@@ -92,12 +92,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // policyConn is a Postfix-like policy client on one connection.
 type policyConn struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	br *bufio.Reader
 }
 
-func dialPolicy(t *testing.T, addr string) *policyConn {
+func dialPolicy(t testing.TB, addr string) *policyConn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
