@@ -46,7 +46,12 @@ func NewMemory(maxEntries int) *Memory {
 	m := &Memory{seed: maphash.MakeSeed(), shards: make([]memShard, n), mask: uint64(n - 1), now: time.Now}
 	for i := range m.shards {
 		s := &m.shards[i]
-		s.max = (maxEntries + n - 1) / n
+		// The first maxEntries%n shards hold one more, so that the
+		// shards' bounds add up to exactly maxEntries.
+		s.max = maxEntries / n
+		if i < maxEntries%n {
+			s.max++
+		}
 		s.items = make(map[string]*memNode)
 		s.head.next, s.head.prev = &s.head, &s.head
 	}

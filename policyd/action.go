@@ -60,11 +60,18 @@ func DeferIfPermit(enhanced, def, text string) Action {
 func Text(s, def string) string {
 	var b strings.Builder
 	space := false
-	for i := 0; i < len(s) && b.Len() < maxText; i++ {
+	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c <= ' ' || c >= 0x7f {
 			space = b.Len() > 0
 			continue
+		}
+		n := 1
+		if space {
+			n++ // the folded space goes out with c, never alone at the end
+		}
+		if b.Len()+n > maxText {
+			break
 		}
 		if space {
 			b.WriteByte(' ')

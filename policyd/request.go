@@ -129,12 +129,23 @@ func (r *Request) set(name, value []byte) {
 
 // readLine returns one line without its "\n" (and a "\r" before it, which
 // Postfix does not send but hand-made clients do). The slice is valid until
-// the next read.
+// the next read. The MaxLineLength bound holds whatever the size of br's
+// buffer: a buffer too small for the longest line costs a copy, not a
+// refusal of a line Postfix may send.
 func readLine(br *bufio.Reader) ([]byte, error) {
+	const most = MaxLineLength + 2 // "\r\n" after the longest line
 	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) && len(line) < most {
+		long := append([]byte(nil), line...)
+		for errors.Is(err, bufio.ErrBufferFull) && len(long) < most {
+			line, err = br.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		line = long
+	}
 	switch {
 	case errors.Is(err, bufio.ErrBufferFull):
-		return nil, fmt.Errorf("%w: line longer than %d octets", ErrMalformed, br.Size())
+		return nil, errLineTooLong
 	case err != nil && len(line) > 0 && errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("%w: connection closed within a line", ErrMalformed)
 	case err != nil:
@@ -144,8 +155,13 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
+	if len(line) > MaxLineLength {
+		return nil, errLineTooLong
+	}
 	return line, nil
 }
+
+var errLineTooLong = fmt.Errorf("%w: line longer than %d octets", ErrMalformed, MaxLineLength)
 
 func clip(b []byte) string {
 	if len(b) > 64 {

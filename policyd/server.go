@@ -175,14 +175,14 @@ func (s *Server) serve(c net.Conn) {
 		if err != nil {
 			switch {
 			case errors.Is(err, ErrMalformed):
-				log.Warn("closing policy connection on malformed request", "remote", c.RemoteAddr().String(), "err", err)
+				log.Warn("closing policy connection on malformed request", "remote", remote(c), "err", err)
 			case errors.Is(err, io.EOF), s.closing.Load():
 			default:
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
-					log.Debug("closing idle policy connection", "remote", c.RemoteAddr().String())
+					log.Debug("closing idle policy connection", "remote", remote(c))
 				} else {
-					log.Warn("policy connection read error", "remote", c.RemoteAddr().String(), "err", err)
+					log.Warn("policy connection read error", "remote", remote(c), "err", err)
 				}
 			}
 			return
@@ -191,10 +191,19 @@ func (s *Server) serve(c net.Conn) {
 		buf = append(append(append(buf[:0], "action="...), action...), "\n\n"...)
 		_ = c.SetWriteDeadline(time.Now().Add(wt))
 		if _, err := c.Write(buf); err != nil {
-			log.Warn("policy connection write error", "remote", c.RemoteAddr().String(), "err", err)
+			log.Warn("policy connection write error", "remote", remote(c), "err", err)
 			return
 		}
 	}
+}
+
+// remote names c's peer for the log. A net.Conn given to ServeConn (a pipe
+// pair under spawn(8)) may have no address at all.
+func remote(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return "unknown"
 }
 
 // Shutdown stops accepting, lets connections finish the request they are

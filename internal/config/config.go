@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -107,11 +108,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
-		}
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, decodeError(name, data, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))
@@ -124,6 +121,25 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return c, nil
+}
+
+// decodeError words a TOML error as "FILE:LINE: message" when the file is
+// not valid TOML, and as "FILE: KEY: message" when it is but a key's value
+// does not fit (a bad duration). The library reports both as a ParseError
+// and sets LastKey in both (for a syntax error, to the key before it), so
+// the file is parsed again, into nothing, to tell them apart.
+func decodeError(name string, data []byte, err error) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if pe.LastKey != "" {
+		var syntaxOnly map[string]any
+		if _, perr := toml.Decode(string(data), &syntaxOnly); perr == nil {
+			return fmt.Errorf("%s: %s: %s", name, pe.LastKey, pe.Message)
+		}
+	}
+	return fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
 }
 
 // keyError names the offending key.
@@ -165,13 +181,18 @@ func (c *Config) validate() error {
 		}
 		co.MailFrom = a.Wire()
 	}
-	for key, d := range map[string]Duration{
-		"callout.connect_timeout": co.ConnectTimeout,
-		"callout.command_timeout": co.CommandTimeout,
-		"callout.request_timeout": co.RequestTimeout,
+	// Slices, not maps, so that of several bad keys the first in the
+	// file's documented order is reported, the same one every run.
+	for _, kd := range []struct {
+		key string
+		d   Duration
+	}{
+		{"callout.connect_timeout", co.ConnectTimeout},
+		{"callout.command_timeout", co.CommandTimeout},
+		{"callout.request_timeout", co.RequestTimeout},
 	} {
-		if d <= 0 {
-			return keyError(key, "must be greater than 0")
+		if kd.d <= 0 {
+			return keyError(kd.key, "must be greater than 0")
 		}
 	}
 	if !oneOf(co.UnreachableAction, "dunno", "defer") {
@@ -190,13 +211,16 @@ func (c *Config) validate() error {
 	if c.Cache.MaxEntries < 1 {
 		return keyError("cache.max_entries", "must be at least 1")
 	}
-	for key, d := range map[string]Duration{
-		"cache.positive_ttl": c.Cache.PositiveTTL,
-		"cache.negative_ttl": c.Cache.NegativeTTL,
-		"cache.tempfail_ttl": c.Cache.TempfailTTL,
+	for _, kd := range []struct {
+		key string
+		d   Duration
+	}{
+		{"cache.positive_ttl", c.Cache.PositiveTTL},
+		{"cache.negative_ttl", c.Cache.NegativeTTL},
+		{"cache.tempfail_ttl", c.Cache.TempfailTTL},
 	} {
-		if d < 0 {
-			return keyError(key, "must not be negative")
+		if kd.d < 0 {
+			return keyError(kd.key, "must not be negative")
 		}
 	}
 	names := map[string]int{}
@@ -304,7 +328,9 @@ func ParseDuration(s string) (time.Duration, error) {
 	d := time.Duration(n) * 24 * time.Hour
 	if rest != "" {
 		r, err := time.ParseDuration(rest)
-		if err != nil || r < 0 {
+		// Days plus a remainder must not wrap past the largest
+		// time.Duration into a negative one.
+		if err != nil || r < 0 || r > math.MaxInt64-d {
 			return 0, fmt.Errorf("invalid duration %q (examples: 90s, 10m, 2h, 7d)", s)
 		}
 		d += r

@@ -1,0 +1,397 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+const example = "../../contrib/calloutd.toml"
+
+// The shipped example parses and says what the documentation says: the
+// values its comments promise.
+func TestExampleConfig(t *testing.T) {
+	got, err := Load(example)
+	if err != nil {
+		t.Fatalf("Load(%s): %v", example, err)
+	}
+	want := &Config{
+		Listen:        []string{"127.0.0.1:10040"},
+		MetricsListen: "127.0.0.1:10041",
+		AdminSocket:   "/run/calloutd/admin.sock",
+		Log:           Log{Level: "info", Format: "text", File: ""},
+		Callout: Callout{
+			HeloName:          "gateway.example.net",
+			MailFrom:          "",
+			ConnectTimeout:    Duration(10 * time.Second),
+			CommandTimeout:    Duration(10 * time.Second),
+			RequestTimeout:    Duration(30 * time.Second),
+			UnreachableAction: "dunno",
+			TempfailAction:    "defer",
+		},
+		Cache: Cache{
+			Store:       "memory",
+			MaxEntries:  1_000_000,
+			PositiveTTL: Duration(24 * time.Hour),
+			NegativeTTL: Duration(2 * time.Hour),
+			TempfailTTL: Duration(time.Minute),
+		},
+		Routes: []Route{{
+			Name:    "mailstore",
+			Domains: []string{"example.com", ".example.com"},
+			Servers: []string{"127.0.0.1:2526"},
+		}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Load(%s):\ngot  %+v\nwant %+v", example, got, want)
+	}
+}
+
+// The example's header says "Every key is shown with its default unless the
+// comment says otherwise": only helo_name (the machine's name by default)
+// and the routes (none by default) may differ from Default.
+func TestExampleConfigShowsDefaults(t *testing.T) {
+	got, err := Load(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Callout.HeloName = got.Callout.HeloName
+	want.Routes = got.Routes
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("example differs from the defaults:\ngot  %+v\nwant %+v", got, want)
+	}
+}
+
+// Every key Config knows appears in the example, so a new key cannot go
+// undocumented, and no key appears there that Config does not know.
+func TestExampleConfigShowsEveryKey(t *testing.T) {
+	var doc map[string]any
+	if _, err := toml.DecodeFile(example, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := docKeys("", doc)
+	want := structKeys("", reflect.TypeFor[Config]())
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("keys in %s:\ngot  %v\nwant %v", example, got, want)
+	}
+}
+
+func docKeys(prefix string, m map[string]any) []string {
+	var keys []string
+	for k, v := range m {
+		switch v := v.(type) {
+		case map[string]any:
+			keys = append(keys, docKeys(prefix+k+".", v)...)
+		case []map[string]any: // array of tables: the union of their keys
+			seen := map[string]bool{}
+			for _, t := range v {
+				for _, sub := range docKeys(prefix+k+".", t) {
+					if !seen[sub] {
+						seen[sub] = true
+						keys = append(keys, sub)
+					}
+				}
+			}
+		default:
+			keys = append(keys, prefix+k)
+		}
+	}
+	return keys
+}
+
+func structKeys(prefix string, t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		name := f.Tag.Get("toml")
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {
+			keys = append(keys, structKeys(prefix+name+".", ft)...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	return keys
+}
+
+func TestDefaults(t *testing.T) {
+	d := Default()
+	if d.Callout.HeloName == "" {
+		t.Errorf("default helo_name: got empty, want the host name or localhost")
+	}
+	want := &Config{
+		Listen:        []string{"127.0.0.1:10040"},
+		MetricsListen: "127.0.0.1:10041",
+		AdminSocket:   "/run/calloutd/admin.sock",
+		Log:           Log{Level: "info", Format: "text"},
+		Callout: Callout{
+			HeloName:          d.Callout.HeloName,
+			ConnectTimeout:    Duration(10 * time.Second),
+			CommandTimeout:    Duration(10 * time.Second),
+			RequestTimeout:    Duration(30 * time.Second),
+			UnreachableAction: "dunno",
+			TempfailAction:    "defer",
+		},
+		Cache: Cache{
+			Store:       "memory",
+			MaxEntries:  1_000_000,
+			PositiveTTL: Duration(24 * time.Hour),
+			NegativeTTL: Duration(2 * time.Hour),
+			TempfailTTL: Duration(time.Minute),
+		},
+	}
+	if !reflect.DeepEqual(d, want) {
+		t.Errorf("Default():\ngot  %+v\nwant %+v", d, want)
+	}
+
+	tests := []struct {
+		name string
+		toml string
+		edit func(c *Config) // what the file changes from Default
+	}{
+		{"empty file", "", func(*Config) {}},
+		{"comments only", "# nothing here\n\n", func(*Config) {}},
+		{"empty tables", "[log]\n[callout]\n[cache]\n", func(*Config) {}},
+		{
+			"one key of a table, the rest default",
+			"[callout]\nconnect_timeout = \"5s\"\n",
+			func(c *Config) { c.Callout.ConnectTimeout = Duration(5 * time.Second) },
+		},
+		{
+			"listen replaces the default list",
+			"listen = [\"127.0.0.1:1\", \"unix:/run/calloutd/policy.sock\"]\n",
+			func(c *Config) { c.Listen = []string{"127.0.0.1:1", "unix:/run/calloutd/policy.sock"} },
+		},
+		{
+			"metrics disabled",
+			"metrics_listen = \"\"\n",
+			func(c *Config) { c.MetricsListen = "" },
+		},
+		{
+			"admin socket disabled",
+			"admin_socket = \"\"\n",
+			func(c *Config) { c.AdminSocket = "" },
+		},
+		{
+			"zero TTL: never cached",
+			"[cache]\ntempfail_ttl = \"0s\"\n",
+			func(c *Config) { c.Cache.TempfailTTL = 0 },
+		},
+		{
+			"mail_from in internal form, normalised for the wire",
+			"[callout]\nmail_from = \"probe sender@example.net\"\n",
+			func(c *Config) { c.Callout.MailFrom = `"probe sender"@example.net` },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse("calloutd.toml", []byte(tt.toml))
+			if err != nil {
+				t.Fatalf("Parse: got %v, want no error", err)
+			}
+			want := Default()
+			tt.edit(want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Parse(%q):\ngot  %+v\nwant %+v", tt.toml, got, want)
+			}
+		})
+	}
+}
+
+// route builds a [[route]] table.
+func route(lines ...string) string { return "[[route]]\n" + strings.Join(lines, "\n") + "\n" }
+
+var okRoute = route(`domains = ["example.com"]`, `servers = ["127.0.0.1:2526"]`)
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		toml   string
+		want   string
+		prefix bool // want is a prefix of the message
+	}{
+		// Not TOML: the line is named.
+		{name: "unterminated array", toml: "\n\nlisten = [\"127.0.0.1:10040\"\n", want: "calloutd.toml:3: ", prefix: true},
+		{name: "unterminated string", toml: "[log]\nlevel = \"info\n", want: "calloutd.toml:2: strings cannot contain newlines"},
+		{name: "table defined twice", toml: "[log]\n[log]\n", want: "calloutd.toml:2: ", prefix: true},
+
+		// Unknown keys.
+		{name: "unknown key at top level", toml: "lissten = [\"127.0.0.1:1\"]\n", want: "calloutd.toml: unknown key lissten"},
+		{name: "unknown key in [callout]", toml: "[callout]\nconect_timeout = \"5s\"\n", want: "calloutd.toml: unknown key callout.conect_timeout"},
+		{name: "unknown key in [[route]]", toml: okRoute + "server = \"x\"\n", want: "calloutd.toml: unknown key route.server"},
+		{name: "unknown table", toml: "[redis]\naddr = \"127.0.0.1:6379\"\n", want: "calloutd.toml: unknown key redis, redis.addr"},
+
+		// Values of the wrong kind: the key is named.
+		{name: "bad duration", toml: "[callout]\nconnect_timeout = \"10x\"\n", want: `calloutd.toml: callout.connect_timeout: invalid duration "10x" (examples: 90s, 10m, 2h, 7d)`},
+		{name: "bad duration of a TTL", toml: "[cache]\npositive_ttl = \"1 day\"\n", want: `calloutd.toml: cache.positive_ttl: invalid duration "1 day" (examples: 90s, 10m, 2h, 7d)`},
+		{name: "duration without a unit", toml: "[callout]\nrequest_timeout = 30\n", want: `calloutd.toml: callout.request_timeout: invalid duration "30" (examples: 90s, 10m, 2h, 7d)`},
+		{name: "string for a list", toml: "listen = \"127.0.0.1:10040\"\n", want: `calloutd.toml: toml: line 1 (last key "listen"): incompatible types`, prefix: true},
+		{name: "string for a number", toml: "[cache]\nmax_entries = \"many\"\n", want: `calloutd.toml: toml: line 2 (last key "cache.max_entries"): incompatible types`, prefix: true},
+
+		// listen, metrics_listen, admin_socket.
+		{name: "no listen address", toml: "listen = []\n", want: "calloutd.toml: listen: must not be empty"},
+		{name: "listen without port", toml: "listen = [\"localhost\"]\n", want: `calloutd.toml: listen[0]: "localhost": address localhost: missing port in address (want host:port or unix:/path)`},
+		{name: "listen port out of range", toml: "listen = [\"127.0.0.1:70000\"]\n", want: `calloutd.toml: listen[0]: "127.0.0.1:70000": invalid port "70000"`},
+		{name: "listen bad host", toml: "listen = [\"127.0.0.1:1\", \"no_host:1\"]\n", want: `calloutd.toml: listen[1]: "no_host:1": invalid host "no_host"`},
+		{name: "relative unix path", toml: "listen = [\"127.0.0.1:1\", \"unix:run/calloutd.sock\"]\n", want: `calloutd.toml: listen[1]: "unix:run/calloutd.sock": socket path must be absolute`},
+		{name: "empty unix path", toml: "listen = [\"unix:\"]\n", want: `calloutd.toml: listen[0]: "unix:": socket path must be absolute`},
+		{name: "unix: for metrics_listen", toml: "metrics_listen = \"unix:/run/calloutd/metrics.sock\"\n", want: `calloutd.toml: metrics_listen: "unix:/run/calloutd/metrics.sock": a unix socket is not supported here`},
+		{name: "metrics_listen without port", toml: "metrics_listen = \"127.0.0.1\"\n", want: `calloutd.toml: metrics_listen: "127.0.0.1": `, prefix: true},
+
+		{name: "relative admin_socket", toml: "admin_socket = \"calloutd/admin.sock\"\n", want: `calloutd.toml: admin_socket: "calloutd/admin.sock": socket path must be absolute`},
+
+		// [log].
+		{name: "bad log level", toml: "[log]\nlevel = \"verbose\"\n", want: `calloutd.toml: log.level: "verbose" is not one of debug, info, warn, error`},
+		{name: "log level in capitals", toml: "[log]\nlevel = \"INFO\"\n", want: `calloutd.toml: log.level: "INFO" is not one of debug, info, warn, error`},
+		{name: "bad log format", toml: "[log]\nformat = \"xml\"\n", want: `calloutd.toml: log.format: "xml" is not one of text, json`},
+
+		// [callout].
+		{name: "bad helo_name", toml: "[callout]\nhelo_name = \"gate_way\"\n", want: `calloutd.toml: callout.helo_name: domain has invalid character '_'`},
+		{name: "empty helo_name", toml: "[callout]\nhelo_name = \"\"\n", want: `calloutd.toml: callout.helo_name: empty domain`},
+		{name: "CR LF in mail_from", toml: "[callout]\nmail_from = \"probe\\r\\nRCPT TO:<x@example.com>@example.net\"\n", want: `calloutd.toml: callout.mail_from: invalid address: local part has byte 0x0d`},
+		{name: "LF in mail_from's domain", toml: "[callout]\nmail_from = \"probe@example.net\\n\"\n", want: `calloutd.toml: callout.mail_from: invalid address: domain has invalid character '\n'`},
+		{name: "mail_from without domain", toml: "[callout]\nmail_from = \"probe\"\n", want: `calloutd.toml: callout.mail_from: invalid address: no domain`},
+		{name: "mail_from <> (write \"\")", toml: "[callout]\nmail_from = \"<>\"\n", want: `calloutd.toml: callout.mail_from: invalid address: no domain`},
+		{name: "zero connect_timeout", toml: "[callout]\nconnect_timeout = \"0s\"\n", want: "calloutd.toml: callout.connect_timeout: must be greater than 0"},
+		{name: "zero command_timeout", toml: "[callout]\ncommand_timeout = \"0s\"\n", want: "calloutd.toml: callout.command_timeout: must be greater than 0"},
+		{name: "negative request_timeout", toml: "[callout]\nrequest_timeout = \"-5s\"\n", want: "calloutd.toml: callout.request_timeout: must be greater than 0"},
+		{name: "first of several bad timeouts", toml: "[callout]\nrequest_timeout = \"0s\"\ncommand_timeout = \"0s\"\nconnect_timeout = \"0s\"\n", want: "calloutd.toml: callout.connect_timeout: must be greater than 0"},
+		{name: "bad unreachable_action", toml: "[callout]\nunreachable_action = \"reject\"\n", want: `calloutd.toml: callout.unreachable_action: "reject" is not one of dunno, defer`},
+		{name: "bad tempfail_action", toml: "[callout]\ntempfail_action = \"DEFER\"\n", want: `calloutd.toml: callout.tempfail_action: "DEFER" is not one of dunno, defer`},
+
+		// [cache].
+		{name: "unknown store", toml: "[cache]\nstore = \"disk\"\n", want: `calloutd.toml: cache.store: "disk" is not one of memory, redis`},
+		{name: "redis store not available yet", toml: "[cache]\nstore = \"redis\"\n", want: `calloutd.toml: cache.store: "redis" is not available in this version; use "memory"`},
+		{name: "zero max_entries", toml: "[cache]\nmax_entries = 0\n", want: "calloutd.toml: cache.max_entries: must be at least 1"},
+		{name: "negative positive_ttl", toml: "[cache]\npositive_ttl = \"-1h\"\n", want: "calloutd.toml: cache.positive_ttl: must not be negative"},
+		{name: "negative negative_ttl", toml: "[cache]\nnegative_ttl = \"-1s\"\n", want: "calloutd.toml: cache.negative_ttl: must not be negative"},
+		{name: "negative tempfail_ttl", toml: "[cache]\ntempfail_ttl = \"-1m\"\n", want: "calloutd.toml: cache.tempfail_ttl: must not be negative"},
+		{name: "days that wrap to negative", toml: "[cache]\npositive_ttl = \"1d2562047h\"\n", want: `calloutd.toml: cache.positive_ttl: invalid duration "1d2562047h" (examples: 90s, 10m, 2h, 7d)`},
+
+		// [[route]].
+		{name: "second route with empty servers", toml: okRoute + route(`domains = ["example.org"]`, `servers = []`), want: "calloutd.toml: route[1].servers: must not be empty"},
+		{name: "route without servers", toml: route(`domains = ["example.org"]`), want: "calloutd.toml: route[0].servers: must not be empty"},
+		{name: "route with empty domains", toml: route(`domains = []`, `servers = ["127.0.0.1"]`), want: "calloutd.toml: route[0].domains: must not be empty"},
+		{name: "route without domains", toml: okRoute + route(`name = "b"`, `servers = ["127.0.0.1"]`), want: "calloutd.toml: route[1].domains: must not be empty"},
+		{name: "bad domain", toml: route(`domains = ["example.com", "exa mple.org"]`, `servers = ["127.0.0.1"]`), want: `calloutd.toml: route[0].domains[1]: "exa mple.org": domain has invalid character ' '`},
+		{name: "domain of a dot", toml: route(`domains = ["."]`, `servers = ["127.0.0.1"]`), want: `calloutd.toml: route[0].domains[0]: ".": empty domain`},
+		{name: "domain with two leading dots", toml: route(`domains = ["..example.com"]`, `servers = ["127.0.0.1"]`), want: `calloutd.toml: route[0].domains[0]: "..example.com": domain has an empty label`},
+		{name: "bad server port", toml: route(`domains = ["example.com"]`, `servers = ["127.0.0.1", "mx:99999"]`), want: `calloutd.toml: route[0].servers[1]: server "mx:99999": invalid port "99999"`},
+		{name: "bad server bracket", toml: route(`domains = ["example.com"]`, `servers = ["[2001:db8::1"]`), want: `calloutd.toml: route[0].servers[0]: server "[2001:db8::1": missing ']'`},
+		{name: "bad server host", toml: route(`domains = ["example.com"]`, `servers = ["mx_1.internal"]`), want: `calloutd.toml: route[0].servers[0]: server "mx_1.internal": domain has invalid character '_'`},
+		{name: "duplicate route names", toml: route(`name = "mailstore"`, `domains = ["example.com"]`, `servers = ["127.0.0.1"]`) + route(`name = "mailstore"`, `domains = ["example.org"]`, `servers = ["127.0.0.1"]`), want: `calloutd.toml: route[1].name: "mailstore" already names route[0]`},
+		{name: "name clashing with a default name", toml: route(`name = "route[1]"`, `domains = ["example.com"]`, `servers = ["127.0.0.1"]`) + route(`domains = ["example.org"]`, `servers = ["127.0.0.1"]`), want: `calloutd.toml: route[1].name: "route[1]" already names route[0]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A path: only its base name prefixes messages.
+			c, err := Parse("/etc/calloutd/calloutd.toml", []byte(tt.toml))
+			if err == nil {
+				t.Fatalf("Parse(%q): got %+v, want error %q", tt.toml, c, tt.want)
+			}
+			if got := err.Error(); tt.prefix && !strings.HasPrefix(got, tt.want) || !tt.prefix && got != tt.want {
+				t.Errorf("Parse(%q):\ngot  %s\nwant %s%s", tt.toml, got, tt.want, map[bool]string{true: "..."}[tt.prefix])
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	if _, err := Load("testdata/no-such-file.toml"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load of a missing file: got %v, want fs.ErrNotExist", err)
+	}
+	want := `bad-duration.toml: callout.command_timeout: invalid duration "10x" (examples: 90s, 10m, 2h, 7d)`
+	if _, err := Load("testdata/bad-duration.toml"); err == nil || err.Error() != want {
+		t.Errorf("Load(testdata/bad-duration.toml): got %v, want %s", err, want)
+	}
+}
+
+func TestRouteNormalisation(t *testing.T) {
+	c, err := Load("testdata/routes.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Route{
+		{
+			Name:    "mailstore",
+			Domains: []string{"example.com", ".sub.example.com"},
+			Servers: []string{"10.0.0.5:25", "mx2.internal:2525", "[2001:db8::5]:25", "[2001:db8::6]:25", "[2001:db8::7]:25"},
+		},
+		{Name: "route[1]", Domains: []string{"example.org"}, Servers: []string{"MX.example.org:25"}},
+		{Name: "route[2]", Domains: []string{"example.net"}, Servers: []string{"127.0.0.1:2526"}},
+	}
+	if !reflect.DeepEqual(c.Routes, want) {
+		t.Errorf("routes:\ngot  %+v\nwant %+v", c.Routes, want)
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{in: "7d", want: 7 * 24 * time.Hour},
+		{in: "1d12h", want: 36 * time.Hour},
+		{in: "1d1h30m", want: 25*time.Hour + 30*time.Minute},
+		{in: "0d", want: 0},
+		{in: "0s", want: 0},
+		{in: "90s", want: 90 * time.Second},
+		{in: "1h30m", want: 90 * time.Minute},
+		{in: "-1s", want: -time.Second}, // Go's syntax; validation refuses it where it matters
+		{in: "65535d", want: 65535 * 24 * time.Hour},
+		{in: "d", wantErr: true},
+		{in: "x", wantErr: true},
+		{in: "", wantErr: true},
+		{in: "10x", wantErr: true},
+		{in: "-1d", wantErr: true},
+		{in: "+1d", wantErr: true},
+		{in: "7d-1h", wantErr: true},
+		{in: "1.5d", wantErr: true},
+		{in: "1d1d", wantErr: true},
+		{in: "1dx", wantErr: true},
+		{in: "7D", wantErr: true},
+		{in: "65536d", wantErr: true},
+		{in: "1d2562047h", wantErr: true}, // past the largest time.Duration
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseDuration(tt.in)
+			if tt.wantErr {
+				if err == nil {
+					t.Errorf("ParseDuration(%q): got %v, want an error", tt.in, got)
+				} else if want := `invalid duration "` + tt.in + `" (examples: 90s, 10m, 2h, 7d)`; err.Error() != want {
+					t.Errorf("ParseDuration(%q): got error %q, want %q", tt.in, err, want)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("ParseDuration(%q): got %v, %v, want %v", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDurationText(t *testing.T) {
+	for _, d := range []Duration{0, Duration(90 * time.Second), Duration(36 * time.Hour), Duration(7 * 24 * time.Hour)} {
+		b, err := d.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Duration
+		if err := back.UnmarshalText(b); err != nil || back != d {
+			t.Errorf("Duration %v -> %q -> %v, %v; want %v", d.D(), b, back.D(), err, d.D())
+		}
+	}
+}
