@@ -38,11 +38,14 @@ test: deps vet lint unit
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
-# Short fuzzing session of every parser (30s each).
+# Short fuzzing session of every parser (30s each). Minimising large
+# inputs can stall a run for long, hence -fuzzminimizetime.
+FUZZ = $(GO) test -run '^$$' -fuzztime 30s -fuzzminimizetime 1x -fuzz
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./policyd
-	$(GO) test -run '^$$' -fuzz FuzzReadReply -fuzztime 30s ./callout
-	$(GO) test -run '^$$' -fuzz FuzzParseAddress -fuzztime 30s ./callout
+	$(FUZZ) FuzzParseRequest ./policyd
+	$(FUZZ) FuzzActionText ./policyd
+	$(FUZZ) FuzzReadReply ./callout
+	$(FUZZ) FuzzParseAddress ./callout
 
 clean:
 	rm -rf bin
