@@ -89,10 +89,11 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	}
 
 	h.obs.CalloutBegin()
+	cstart := h.now()
 	vctx, cancel := context.WithTimeout(ctx, rt.Policy.RequestTimeout)
 	out, err := rt.Verifier.Verify(vctx, rcpt)
 	cancel()
-	h.obs.CalloutEnd(&out, h.now().Sub(start))
+	h.obs.CalloutEnd(&out, h.now().Sub(cstart))
 	if errors.Is(err, callout.ErrNoRoute) { // routes reloaded in between
 		return policyd.Dunno
 	}

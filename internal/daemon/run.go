@@ -93,8 +93,9 @@ type Daemon struct {
 	metrics *metrics.Metrics
 	version string
 
-	reloadMu sync.Mutex
-	ready    atomic.Bool
+	reloadMu  sync.Mutex
+	ready     atomic.Bool
+	listening atomic.Int32 // policy listeners being served
 }
 
 // Options are the parts of a daemon that do not come from the file.
@@ -246,6 +247,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 			}
 		})
 	}
+	d.listening.Store(int32(len(ls.Policy)))
 	d.ready.Store(true)
 	g.Go(func() error {
 		<-gctx.Done()
@@ -347,8 +349,10 @@ func (d *Daemon) httpHandler() http.Handler {
 			return
 		}
 		cfg := d.Config()
+		// The memory store lives in this process and cannot be down; a
+		// networked store will report reachable or degraded here.
 		fmt.Fprintf(w, "ready\nlisteners: %d serving\nconfig: loaded, %d routes\nstore: %s, reachable\n",
-			len(cfg.Listen), len(cfg.Routes), cfg.Cache.Store)
+			d.listening.Load(), len(cfg.Routes), cfg.Cache.Store)
 	})
 	return mux
 }

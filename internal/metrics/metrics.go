@@ -30,7 +30,9 @@ type Metrics struct {
 	calloutsInFlight prometheus.Gauge
 	backendAttempts  *prometheus.CounterVec
 	backendFailures  *prometheus.CounterVec
+	attemptDuration  *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
+	reloadOK         prometheus.Gauge
 	reloadTimestamp  prometheus.Gauge
 }
 
@@ -72,8 +74,13 @@ func New(version string, cache CacheStats) *Metrics {
 		calloutDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "callout_duration_seconds",
 			Help:    "Time to reach a verdict by callout, all routes and servers, by route (the one that answered, or the first asked) and outcome (valid, unknown, tempfail, unreachable).",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route", "outcome"}),
+		attemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "backend_attempt_duration_seconds",
+			Help:    "Time one backend server took, from connect to the end of the session or its failure, by server (host:port).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"server"}),
 		calloutsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "callouts_in_flight",
 			Help: "Callouts running now.",
@@ -84,19 +91,24 @@ func New(version string, cache CacheStats) *Metrics {
 		}, []string{"server"}),
 		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "backend_failures_total",
-			Help: "Backend servers that could not answer, by server and reason (connect, timeout, greeting, hello, mail, rcpt, protocol, closed, canceled).",
+			Help: "Backend servers that could not answer, by server and reason (connect, timeout, greeting, hello, mail, rcpt, protocol, closed, canceled, other).",
 		}, []string{"server", "reason"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
 		}, []string{"result"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "config_last_reload_successful",
+			Help: "1 if the last configuration reload succeeded (or none was tried since start), 0 if it failed and an older configuration is running.",
+		}),
 		reloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "config_last_reload_success_timestamp_seconds",
 			Help: "When the configuration was last loaded successfully, in Unix seconds.",
 		}),
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
-		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.reloads, m.reloadTimestamp)
+		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.attemptDuration,
+		m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
 		Help:        "Always 1; the labels tell the calloutd version and the Go version that built it.",
@@ -121,6 +133,7 @@ func New(version string, cache CacheStats) *Metrics {
 	for _, op := range []string{"get", "set"} {
 		m.cacheErrors.WithLabelValues(op)
 	}
+	m.reloadOK.Set(1)
 	m.reloadTimestamp.SetToCurrentTime()
 	return m
 }
@@ -183,6 +196,7 @@ func (m *Metrics) CalloutEnd(out *callout.Outcome, d time.Duration) {
 	}
 	for _, a := range out.Attempts {
 		m.backendAttempts.WithLabelValues(a.Server).Inc()
+		m.attemptDuration.WithLabelValues(a.Server).Observe(a.Duration.Seconds())
 		if a.Err != nil {
 			m.backendFailures.WithLabelValues(a.Server, reason(a.Err)).Inc()
 		}
@@ -207,8 +221,10 @@ func (m *Metrics) ConnState(delta int) { m.policyConns.Add(float64(delta)) }
 func (m *Metrics) Reloaded(ok bool) {
 	if ok {
 		m.reloads.WithLabelValues("success").Inc()
+		m.reloadOK.Set(1)
 		m.reloadTimestamp.SetToCurrentTime()
 	} else {
 		m.reloads.WithLabelValues("failure").Inc()
+		m.reloadOK.Set(0)
 	}
 }
