@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -71,12 +72,14 @@ func (c *Client) open(ctx context.Context, server string) (*Session, error) {
 
 // Hello introduces us: EHLO, and HELO if the server refuses EHLO with 5xx.
 func (s *Session) Hello(ctx context.Context, name string) error {
-	rep, err := s.exchange(ctx, StageHello, "EHLO "+name)
+	cmd := "EHLO " + name
+	rep, err := s.exchange(ctx, StageHello, cmd)
 	if err != nil {
 		return err
 	}
 	if rep.Class() == 5 {
-		rep, err = s.exchange(ctx, StageHello, "HELO "+name)
+		cmd = "HELO " + name
+		rep, err = s.exchange(ctx, StageHello, cmd)
 		if err != nil {
 			return err
 		}
@@ -85,7 +88,9 @@ func (s *Session) Hello(ctx context.Context, name string) error {
 		}
 	}
 	if rep.Class() != 2 {
-		return &Error{Server: s.server, Stage: StageHello, Command: "HELO " + name, Reply: &rep}
+		// cmd is the command refused: EHLO when it got 4xx (421 too many
+		// connections, say), HELO when both were refused.
+		return &Error{Server: s.server, Stage: StageHello, Command: cmd, Reply: &rep}
 	}
 	s.Extensions = make(map[string]string, len(rep.Lines))
 	for _, l := range rep.Lines[1:] {
@@ -156,19 +161,27 @@ var errUnsafeCommand = errors.New("refusing to send a command containing CR, LF 
 // exchange writes cmd (unless it is "") and reads one reply, within the
 // command timeout and the context's deadline.
 func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply, error) {
+	deadline := time.Now().Add(s.cmdTimeout)
+	ctxDeadline := false
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline, ctxDeadline = d, true
+	}
 	fail := func(err error) (Reply, error) {
 		s.broken = true
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		ctxErr := ctx.Err()
+		if ctxErr == nil && ctxDeadline && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection's deadline was the context's, and it can pass
+			// before the context's own timer has marked it done: it is
+			// still the context's deadline that ended the wait.
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil {
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
 		return Reply{}, &Error{Server: s.server, Stage: stage, Command: cmd, Err: err}
 	}
 	if strings.ContainsAny(cmd, "\r\n\x00") {
 		return fail(errUnsafeCommand)
-	}
-	deadline := time.Now().Add(s.cmdTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
 	}
 	if err := s.conn.SetDeadline(deadline); err != nil {
 		return fail(err)
@@ -194,7 +207,11 @@ func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply,
 				sep = "-"
 			}
 			if i == 0 && rep.Enhanced != "" {
-				l = rep.Enhanced + " " + l
+				if l == "" { // "550 5.1.1", not "550 5.1.1 "
+					l = rep.Enhanced
+				} else {
+					l = rep.Enhanced + " " + l
+				}
 			}
 			s.emit(false, fmt.Sprintf("%03d%s%s", rep.Code, sep, l))
 		}

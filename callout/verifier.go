@@ -123,7 +123,7 @@ func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
 		routeUnknown := false
 	servers:
 		for _, server := range r.Servers {
-			if ctx.Err() != nil {
+			if ctxDone(ctx) != nil {
 				break
 			}
 			start := time.Now()
@@ -152,7 +152,7 @@ func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
 		if routeUnknown {
 			unknownRoutes++
 		}
-		if ctx.Err() != nil {
+		if ctxDone(ctx) != nil {
 			break
 		}
 	}
@@ -163,11 +163,26 @@ func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
 		out.decide(TempFail, tempAt)
 	default:
 		out.Verdict = Unreachable
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		if ctxErr := ctxDone(ctx); ctxErr != nil {
 			out.Err = ctxErr
 		}
 	}
 	return out, nil
+}
+
+// ctxDone returns ctx's error, or context.DeadlineExceeded once its deadline
+// has passed: a probe can end at the deadline a moment before the context's
+// timer marks it done, and the budget is spent either way. Without this the
+// next servers would be "asked" with an expired context and counted as
+// unavailable.
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // decide sets the verdict from the attempt at index i.
