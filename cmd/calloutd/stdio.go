@@ -14,20 +14,29 @@ import (
 // serveStdio serves one policy connection on standard input and output, as
 // Postfix's spawn(8) runs us. spawn connects standard error to the client
 // too, so nothing may ever be written there: logs go to log.file, else to
-// syslog (facility mail), else nowhere.
+// syslog (facility mail), else nowhere. A log.file the spawn user cannot
+// open (the likely mistake) falls back to syslog and says so there.
 func serveStdio(cfg *config.Config, _ io.Writer) int {
 	var w io.Writer = io.Discard
+	var fileErr error
 	if cfg.Log.File != "" {
 		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err == nil {
 			defer f.Close()
 			w = f
 		}
-	} else if sl, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "calloutd"); err == nil {
-		defer sl.Close()
-		w = sl
+		fileErr = err
+	}
+	if cfg.Log.File == "" || fileErr != nil {
+		if sl, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "calloutd"); err == nil {
+			defer sl.Close()
+			w = sl
+		}
 	}
 	log, level := daemon.NewLogger(cfg.Log, w)
+	if fileErr != nil {
+		log.Warn("cannot open log.file, logging to syslog", "file", cfg.Log.File, "err", fileErr)
+	}
 	d, err := daemon.New(cfg, daemon.Options{Logger: log, Level: level, Version: versionString()})
 	if err != nil {
 		log.Error("calloutd -stdio", "err", err)
