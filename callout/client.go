@@ -3,6 +3,7 @@ package callout
 import (
 	"context"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -78,10 +79,14 @@ func (c *Client) Probe(ctx context.Context, server string, rcpt Address) (Result
 
 // resultOf classifies a reply to RCPT TO. 421 means the server is closing
 // the session, which says nothing about the recipient; so does anything that
-// is not 2xx, 4xx or 5xx.
+// is not 2xx, 4xx or 5xx. A 5xx with an enhanced code of class 5.7 (security
+// or policy: "554 5.7.1 Relay access denied", "Client host rejected") refuses
+// us, not the recipient: Postfix with smtpd_delay_reject rejects a client or
+// sender at RCPT. Counting it as "user unknown" would reject every recipient
+// of the domain, so the server counts as unavailable instead.
 func resultOf(server string, rcpt Address, rep Reply) (Result, error) {
 	switch {
-	case rep.Code == 421 || rep.Class() == 3:
+	case rep.Code == 421 || rep.Class() == 3 || rep.Class() == 5 && isPolicyRejection(rep):
 		return Result{}, &Error{Server: server, Stage: StageRcpt, Command: "RCPT TO:<" + rcpt.Wire() + ">", Reply: &rep}
 	case rep.Class() == 2:
 		return Result{Verdict: Valid, Reply: rep}, nil
@@ -91,6 +96,9 @@ func resultOf(server string, rcpt Address, rep Reply) (Result, error) {
 		return Result{Verdict: Unknown, Reply: rep}, nil
 	}
 }
+
+// isPolicyRejection reports whether rep's enhanced code is 5.7.x.
+func isPolicyRejection(rep Reply) bool { return strings.HasPrefix(rep.Enhanced, "5.7.") }
 
 func (c *Client) heloName() string {
 	if c.HeloName == "" {

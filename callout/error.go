@@ -56,7 +56,7 @@ func (e *Error) Timeout() bool {
 
 // Reason is a short, fixed label for why a server was unavailable, fit for
 // a log key or a metric label: "connect", "timeout", "greeting", "hello",
-// "mail", "rcpt" (421 or 3xx to RCPT), "protocol" (malformed reply) or
+// "mail", "rcpt" (421, 3xx or a 5.7.x policy refusal at RCPT), "protocol" (malformed reply) or
 // "closed" (connection lost).
 func (e *Error) Reason() string {
 	switch {

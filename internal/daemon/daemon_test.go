@@ -494,3 +494,21 @@ func checkGoroutines(t *testing.T) func() {
 		t.Errorf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// A backend that refuses the verifier itself (5.7.x at RCPT, as Postfix
+// does for a rejected client with smtpd_delay_reject) must not turn every
+// recipient into "user unknown": the route cannot verify, so fail open.
+func TestPolicyRefusalIsNotUserUnknown(t *testing.T) {
+	refuses := smtptest.NewServer(t, smtptest.Behavior{Rcpt: func(string) string {
+		return "554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied"
+	}})
+	td := startDaemon(t, config1(quoted(refuses.Addr())))
+	p := dialPolicy(t, td.policy)
+	if got, want := p.ask("RCPT", "alice@example.test"), "action=DUNNO\n\n"; got != want {
+		t.Errorf("answer %q, want %q", got, want)
+	}
+	body := httpGet(t, "http://"+td.metrics+"/metrics", 200)
+	if want := `calloutd_backend_failures_total{reason="rcpt",server="` + refuses.Addr() + `"} 1`; !strings.Contains(body, want+"\n") {
+		t.Errorf("/metrics lacks %q", want)
+	}
+}
