@@ -124,11 +124,19 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
+		if *stdio {
+			// spawn(8) connects stderr to Postfix: say it where an
+			// admin will look, with the default log settings.
+			quietStderr(nil)
+			log, _ := syslogLogger(config.Default().Log)
+			log.Error("calloutd serve -stdio: configuration error", "err", err)
+			return exitExConfig
+		}
 		fmt.Fprintf(stderr, "calloutd: %v\n", err)
 		return exitExConfig
 	}
 	if *stdio {
-		return serveStdio(cfg, stderr)
+		return serveStdio(cfg)
 	}
 	var w io.Writer = os.Stderr
 	if cfg.Log.File != "" {

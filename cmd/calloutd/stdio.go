@@ -1,8 +1,7 @@
 package main
 
 import (
-	"io"
-	"log/syslog"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -14,26 +13,29 @@ import (
 // serveStdio serves one policy connection on standard input and output, as
 // Postfix's spawn(8) runs us. spawn connects standard error to the client
 // too, so nothing may ever be written there: logs go to log.file, else to
-// syslog (facility mail), else nowhere. A log.file the spawn user cannot
-// open (the likely mistake) falls back to syslog and says so there.
-func serveStdio(cfg *config.Config, _ io.Writer) int {
-	var w io.Writer = io.Discard
-	var fileErr error
+// syslog (facility mail). A log.file the spawn user cannot open (the likely
+// mistake) falls back to syslog and says so there. Standard error itself is
+// pointed at the log file (or /dev/null) so that not even a Go panic can
+// write into Postfix's policy connection.
+func serveStdio(cfg *config.Config) int {
+	var (
+		log     *slog.Logger
+		level   *slog.LevelVar
+		fileErr error
+	)
 	if cfg.Log.File != "" {
 		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err == nil {
 			defer f.Close()
-			w = f
+			quietStderr(f)
+			log, level = daemon.NewLogger(cfg.Log, f)
 		}
 		fileErr = err
 	}
-	if cfg.Log.File == "" || fileErr != nil {
-		if sl, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "calloutd"); err == nil {
-			defer sl.Close()
-			w = sl
-		}
+	if log == nil {
+		quietStderr(nil)
+		log, level = syslogLogger(cfg.Log)
 	}
-	log, level := daemon.NewLogger(cfg.Log, w)
 	if fileErr != nil {
 		log.Warn("cannot open log.file, logging to syslog", "file", cfg.Log.File, "err", fileErr)
 	}
@@ -49,6 +51,19 @@ func serveStdio(cfg *config.Config, _ io.Writer) int {
 	}
 	d.ServeConn(conn)
 	return 0
+}
+
+// quietStderr points file descriptor 2 at f, or at /dev/null when f is nil.
+func quietStderr(f *os.File) {
+	if f == nil {
+		var err error
+		if f, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
+			return
+		}
+		defer f.Close()
+	}
+	_ = dupStderr(f)
+	os.Stderr = f
 }
 
 // stdioConn returns standard input and output as one net.Conn: the socket
