@@ -116,6 +116,12 @@ func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
 	if len(routes) == 0 {
 		return Outcome{}, ErrNoRoute
 	}
+	return v.VerifyRoutes(ctx, rcpt, routes), nil
+}
+
+// VerifyRoutes is Verify over routes the caller already matched (with
+// Match, so a request matches once); routes must not be empty.
+func (v *Verifier) VerifyRoutes(ctx context.Context, rcpt Address, routes []*Route) Outcome {
 	var out Outcome
 	unknownAt, tempAt := -1, -1 // first deciding attempts
 	unknownRoutes := 0
@@ -136,7 +142,7 @@ func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
 			switch res.Verdict {
 			case Valid:
 				out.decide(Valid, len(out.Attempts)-1)
-				return out, nil
+				return out
 			case Unknown:
 				routeUnknown = true
 				if unknownAt < 0 {
@@ -167,7 +173,7 @@ func (v *Verifier) Verify(ctx context.Context, rcpt Address) (Outcome, error) {
 			out.Err = ctxErr
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ctxDone returns ctx's error, or context.DeadlineExceeded once its deadline

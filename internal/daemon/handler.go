@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -66,7 +65,8 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 			"recipient", req.Recipient, "reason", err.Error(), "action", string(policyd.Dunno))
 		return policyd.Dunno
 	}
-	if len(rt.Verifier.Match(rcpt.Domain)) == 0 {
+	routes := rt.Verifier.Match(rcpt.Domain)
+	if len(routes) == 0 {
 		return policyd.Dunno
 	}
 	key := cache.Key(rcpt.Local, rcpt.Domain)
@@ -91,12 +91,9 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	h.obs.CalloutBegin()
 	cstart := h.now()
 	vctx, cancel := context.WithTimeout(ctx, rt.Policy.RequestTimeout)
-	out, err := rt.Verifier.Verify(vctx, rcpt)
+	out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
 	cancel()
 	h.obs.CalloutEnd(&out, h.now().Sub(cstart))
-	if errors.Is(err, callout.ErrNoRoute) { // routes reloaded in between
-		return policyd.Dunno
-	}
 	h.obs.Verdict(out.Verdict, "callout")
 	e = EntryOf(&out, start)
 	if err := h.store.Set(ctx, key, e, rt.Policy.TTL(out.Verdict)); err != nil {
