@@ -55,7 +55,7 @@ servers = ["127.0.0.1:%d"]
 
 // calloutdDir makes top/NAME for a calloutd's configuration and log:
 // readable by all, writable by nobody, which calloutd runs as.
-func (s *suite) calloutdDir(t *testing.T, name string) string {
+func (s *suite) calloutdDir(t testing.TB, name string) string {
 	t.Helper()
 	dir := filepath.Join(s.top, name)
 	mkdir(t, dir, 0o755, s.nobodyUID, s.nogroupGID)
@@ -75,11 +75,20 @@ type daemon struct {
 
 // startCalloutd runs "calloutd serve" as nobody, listening on listen, and
 // waits until it accepts connections. It is stopped when the test ends.
-func (s *suite) startCalloutd(t *testing.T, name, listen string, backendPort, hungPort int) *daemon {
+func (s *suite) startCalloutd(t testing.TB, name, listen string, backendPort, hungPort int) *daemon {
+	t.Helper()
+	return s.startCalloutdConfig(t, name, listen, func(logFile string) string {
+		return calloutdConfig(listen, logFile, backendPort, hungPort)
+	})
+}
+
+// startCalloutdConfig is startCalloutd with the configuration config
+// returns, given the log file to name (the benchmarks use their own).
+func (s *suite) startCalloutdConfig(t testing.TB, name, listen string, config func(logFile string) string) *daemon {
 	t.Helper()
 	d := &daemon{name: name, dir: s.calloutdDir(t, name), listen: listen, exited: make(chan struct{})}
 	cfg := filepath.Join(d.dir, "calloutd.toml")
-	writeFile(t, cfg, calloutdConfig(listen, filepath.Join(d.dir, "calloutd.log"), backendPort, hungPort), 0o644)
+	writeFile(t, cfg, config(filepath.Join(d.dir, "calloutd.log")), 0o644)
 	stderr, err := os.Create(filepath.Join(d.dir, "stderr"))
 	if err != nil {
 		t.Fatal(err)

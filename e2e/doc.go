@@ -7,7 +7,10 @@
 // socket, spawn(8)), a silent backend, a stopped backend and a stopped
 // calloutd.
 //
-// The package has tests only. They need root and the postfix and swaks
+// The package has tests and benchmarks only (bench_test.go measures
+// calloutd against a real Postfix backend and compares a front using
+// calloutd with one using reject_unverified_recipient; see
+// docs/benchmarks.md). They need root and the postfix and swaks
 // programs (make test installs them on Debian); without them the tests skip
 // loudly, or fail when the environment variable CI is "true". Everything
 // runs on 127.0.0.1 with ports picked at run time and lives in one

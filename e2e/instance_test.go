@@ -47,7 +47,7 @@ type instanceData struct {
 // newInstance writes an instance's configuration: testdata/mainTmpl then
 // mainExtra as main.cf, testdata/master.cf then masterExtra as master.cf.
 // It is stopped when the test ends.
-func (s *suite) newInstance(t *testing.T, mainTmpl string, d instanceData, mainExtra, masterExtra string) *instance {
+func (s *suite) newInstance(t testing.TB, mainTmpl string, d instanceData, mainExtra, masterExtra string) *instance {
 	t.Helper()
 	in := &instance{s: s, name: d.Name, dir: filepath.Join(s.top, d.Name), port: d.Port}
 	d.Dir = in.dir
@@ -107,7 +107,7 @@ func (in *instance) start() error {
 
 // startAll starts instances at once: "postfix start" spends a second or two
 // checking each one.
-func startAll(t *testing.T, ins ...*instance) {
+func startAll(t testing.TB, ins ...*instance) {
 	t.Helper()
 	errs := make([]error, len(ins))
 	var wg sync.WaitGroup
@@ -148,7 +148,7 @@ func (in *instance) stop(t testing.TB) {
 }
 
 // render executes the template testdata/name.
-func render(t *testing.T, name string, data any) string {
+func render(t testing.TB, name string, data any) string {
 	t.Helper()
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", name))
 	if err != nil {
@@ -165,7 +165,7 @@ func render(t *testing.T, name string, data any) string {
 // snippet returns contrib/postfix/name with each old string replaced by its
 // new one (pairs). Every old string must be there: if the snippet changes,
 // the suite must change with it rather than test something else.
-func snippet(t *testing.T, name string, oldnew ...string) string {
+func snippet(t testing.TB, name string, oldnew ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "contrib", "postfix", name))
 	if err != nil {
@@ -181,7 +181,7 @@ func snippet(t *testing.T, name string, oldnew ...string) string {
 	return s
 }
 
-func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+func writeFile(t testing.TB, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)

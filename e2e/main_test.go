@@ -59,7 +59,7 @@ type suite struct {
 // newSuite checks that real Postfix can run here and prepares the temporary
 // directory. Without root, postfix or swaks the test is skipped, or fails
 // under CI=true.
-func newSuite(t *testing.T) *suite {
+func newSuite(t testing.TB) *suite {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
@@ -132,7 +132,7 @@ func lookPath(name string) string {
 }
 
 // mkdir creates dir (and parents) with mode and owner.
-func mkdir(t *testing.T, dir string, mode os.FileMode, uid, gid int) {
+func mkdir(t testing.TB, dir string, mode os.FileMode, uid, gid int) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func mkdir(t *testing.T, dir string, mode os.FileMode, uid, gid int) {
 // is closed). Another process could take it before we bind it; with ports
 // from the kernel's ephemeral range that is rare enough for tests, and
 // parallel runs of the suite get different ports.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
@@ -177,7 +177,7 @@ var (
 // reapStragglers fails the test if any process that mentions the suite's
 // directory on its command line (calloutd daemons, calloutd children of
 // spawn) outlived the cleanups, and kills it.
-func (s *suite) reapStragglers(t *testing.T) {
+func (s *suite) reapStragglers(t testing.TB) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		left := processesMentioning(s.top)
