@@ -15,6 +15,9 @@ type Entry struct {
 	Route    string    // route that answered
 	Server   string    // server that answered
 	Verified time.Time // when the callout was made
+	// Routes fingerprints the routes (names and servers) that were asked,
+	// so a negative verdict is not served after the routes change.
+	Routes uint64
 	// Expires is set by Get: when the entry stops being served.
 	Expires time.Time
 }

@@ -77,28 +77,48 @@ func (c *Client) Probe(ctx context.Context, server string, rcpt Address) (Result
 	return resultOf(server, rcpt, rep)
 }
 
-// resultOf classifies a reply to RCPT TO. 421 means the server is closing
-// the session, which says nothing about the recipient; so does anything that
-// is not 2xx, 4xx or 5xx. A 5xx with an enhanced code of class 5.7 (security
-// or policy: "554 5.7.1 Relay access denied", "Client host rejected") refuses
-// us, not the recipient: Postfix with smtpd_delay_reject rejects a client or
-// sender at RCPT. Counting it as "user unknown" would reject every recipient
-// of the domain, so the server counts as unavailable instead.
+// resultOf classifies a reply to RCPT TO. Only a 5xx that is about the
+// recipient's address makes it Unknown: one with an enhanced code 5.1.x
+// other than 5.1.0, 5.1.7 and 5.1.8 (sender-side codes), or one with no
+// enhanced code at all (nothing to tell it apart). Anything else refuses us
+// or our session, not the recipient, and Postfix (smtpd_delay_reject=yes,
+// its default) reports client, HELO and sender refusals at RCPT: "554 5.7.1
+// Client host rejected", "504 5.5.2 Helo command rejected", "550 5.1.0
+// Sender address rejected". Taking those for "user unknown" would reject
+// every recipient of the domain, so the server counts as unavailable. 552
+// at RCPT is temporary (RFC 5321 4.5.3.1.10). 421 means the server is
+// closing the session; 3xx is not an answer to RCPT.
 func resultOf(server string, rcpt Address, rep Reply) (Result, error) {
 	switch {
-	case rep.Code == 421 || rep.Class() == 3 || rep.Class() == 5 && isPolicyRejection(rep):
+	case rep.Code == 421 || rep.Class() == 3 || rep.Class() == 5 && !aboutRecipient(rep):
 		return Result{}, &Error{Server: server, Stage: StageRcpt, Command: "RCPT TO:<" + rcpt.Wire() + ">", Reply: &rep}
 	case rep.Class() == 2:
 		return Result{Verdict: Valid, Reply: rep}, nil
-	case rep.Class() == 4:
+	case rep.Class() == 4 || rep.Code == 552:
 		return Result{Verdict: TempFail, Reply: rep}, nil
 	default:
 		return Result{Verdict: Unknown, Reply: rep}, nil
 	}
 }
 
-// isPolicyRejection reports whether rep's enhanced code is 5.7.x.
-func isPolicyRejection(rep Reply) bool { return strings.HasPrefix(rep.Enhanced, "5.7.") }
+// aboutRecipient reports whether a 5xx reply to RCPT says the recipient's
+// address is bad, as opposed to refusing the client, HELO or sender.
+func aboutRecipient(rep Reply) bool {
+	text := rep.Text()
+	for _, s := range []string{"Client host rejected", "Helo command rejected", "Sender address rejected"} {
+		if strings.Contains(text, s) {
+			return false
+		}
+	}
+	switch e := rep.Enhanced; {
+	case e == "":
+		return true
+	case e == "5.1.0" || e == "5.1.7" || e == "5.1.8":
+		return false
+	default:
+		return strings.HasPrefix(e, "5.1.")
+	}
+}
 
 func (c *Client) heloName() string {
 	if c.HeloName == "" {

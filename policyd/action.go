@@ -24,10 +24,10 @@ const (
 	StatusTempBadMailbox = "4.1.1"
 )
 
-// maxText bounds reply text: Postfix's SMTP reply lines stay well below the
+// MaxText bounds reply text: Postfix's SMTP reply lines stay well below the
 // 512-octet limit even after it prefixes "<address>: Recipient address
 // rejected: ".
-const maxText = 200
+const MaxText = 200
 
 // Reject returns "NNN x.y.z text": Postfix replies with exactly that code,
 // enhanced code and text (after its own "<addr>: Recipient address rejected:"
@@ -70,7 +70,7 @@ func Text(s, def string) string {
 		if space {
 			n++ // the folded space goes out with c, never alone at the end
 		}
-		if b.Len()+n > maxText {
+		if b.Len()+n > MaxText {
 			break
 		}
 		if space {

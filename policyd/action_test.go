@@ -131,8 +131,8 @@ var (
 // checkText asserts what Text promises for any input.
 func checkText(t *testing.T, in, got string) {
 	t.Helper()
-	if len(got) > maxText {
-		t.Fatalf("Text(%q): got %d octets, want at most %d", in, len(got), maxText)
+	if len(got) > MaxText {
+		t.Fatalf("Text(%q): got %d octets, want at most %d", in, len(got), MaxText)
 	}
 	for i := 0; i < len(got); i++ {
 		if c := got[i]; c < ' ' || c > '~' {

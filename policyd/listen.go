@@ -59,5 +59,3 @@ func removeStaleSocket(path string) error {
 	}
 	return nil
 }
-
-func errTooManyFiles() error { return syscall.EMFILE }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,8 +96,11 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles()) {
+			// Out of descriptors or buffers, a connection aborted before
+			// accept: all passing. Only a closed listener ends Serve;
+			// the daemon must not stop taking Postfix's connections
+			// because one accept failed.
+			if !errors.Is(err, net.ErrClosed) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.logger().Warn("policy accept error, backing off", "err", err, "delay", backoff)
 				time.Sleep(backoff)
@@ -188,6 +192,11 @@ func (s *Server) serve(c net.Conn) {
 			return
 		}
 		action := s.Handler.HandlePolicy(s.base, req)
+		if action == "" || strings.ContainsAny(string(action), "\r\n\x00") {
+			// One line per answer, whatever a handler did.
+			log.Error("handler returned an unsafe action, answering DUNNO", "action", string(action))
+			action = Dunno
+		}
 		buf = append(append(append(buf[:0], "action="...), action...), "\n\n"...)
 		_ = c.SetWriteDeadline(time.Now().Add(wt))
 		if _, err := c.Write(buf); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/calloutd/calloutd/callout"
@@ -86,7 +87,7 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 		if ev.Sent {
 			arrow = "→"
 		}
-		fmt.Fprintf(w, "  %8s %s %s\n", ms(ev.Elapsed), arrow, ev.Line)
+		fmt.Fprintf(w, "  %8s %s %s\n", ms(ev.Elapsed), arrow, printable(ev.Line))
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), rt.Policy.RequestTimeout)
 	defer cancel()
@@ -133,4 +134,15 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+}
+
+// printable replaces control characters a hostile backend might send (ANSI
+// escapes for the admin's terminal) with '?'.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/calloutd/calloutd/internal/config"
@@ -165,6 +166,10 @@ func serve(args []string, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	log.Info("calloutd started", "version", versionString(), "config", *path, "routes", len(cfg.Routes))
+	if !strings.Contains(cfg.Callout.HeloName, ".") {
+		// Backends with reject_non_fqdn_helo_hostname refuse us at RCPT.
+		log.Warn("callout.helo_name is not fully qualified; some backends will refuse the callout", "helo_name", cfg.Callout.HeloName)
+	}
 	if err := d.Serve(ctx, ls, hup); err != nil {
 		log.Error("calloutd stopped", "err", err)
 		return 1

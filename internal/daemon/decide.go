@@ -47,16 +47,25 @@ func Decide(v callout.Verdict, e *cache.Entry, cached bool, p *Policy) policyd.A
 	if cached {
 		suffix = cachedSuffix
 	}
+	// The whole text, suffix included, must fit policyd's bound, or the
+	// suffix is what gets cut.
+	text := func(def string) string {
+		t := policyd.Text(e.Text, def)
+		if n := policyd.MaxText - len(suffix); len(t) > n {
+			t = strings.TrimRight(t[:n], " ")
+		}
+		return t + suffix
+	}
 	switch v {
 	case callout.Unknown:
 		code := e.Code
 		if code < 500 || code > 599 {
 			code = 550
 		}
-		return policyd.Reject(code, e.Enhanced, policyd.StatusBadMailbox, policyd.Text(e.Text, "User unknown")+suffix)
+		return policyd.Reject(code, e.Enhanced, policyd.StatusBadMailbox, text("User unknown"))
 	case callout.TempFail:
 		if p.DeferTempfail {
-			return policyd.DeferIfPermit(e.Enhanced, policyd.StatusTempMailbox, policyd.Text(e.Text, "Recipient temporarily unavailable")+suffix)
+			return policyd.DeferIfPermit(e.Enhanced, policyd.StatusTempMailbox, text("Recipient temporarily unavailable"))
 		}
 	case callout.Unreachable:
 		if p.DeferUnreachable {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,16 @@ func TestDecide(t *testing.T) {
 		{"unreachable defer cached", callout.Unreachable, cache.Entry{}, true, strict,
 			"DEFER_IF_PERMIT 4.4.1 Recipient verification unavailable, try again later (cached verdict)"},
 	}
+	long := strings.Repeat("x", 250)
+	tests = append(tests, struct {
+		name   string
+		v      callout.Verdict
+		e      cache.Entry
+		cached bool
+		p      *Policy
+		want   policyd.Action
+	}{"long text keeps the cached suffix", callout.Unknown, cache.Entry{Code: 550, Enhanced: "5.1.1", Text: long}, true, open,
+		policyd.Action("550 5.1.1 " + long[:policyd.MaxText-len(cachedSuffix)] + cachedSuffix)})
 	for _, tt := range tests {
 		if got := Decide(tt.v, &tt.e, tt.cached, tt.p); got != tt.want {
 			t.Errorf("%s: Decide = %q, want %q", tt.name, got, tt.want)

@@ -78,6 +78,12 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	} else {
 		h.obs.CacheLookup(ok)
 	}
+	fp := routesFingerprint(routes)
+	if ok && e.Verdict != callout.Valid.String() && e.Routes != fp {
+		// Reached under other routes (a reload since): a route added for
+		// a migration may hold the mailbox, so ask again.
+		ok = false
+	}
 	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
 			h.obs.Verdict(v, "cache")
@@ -96,6 +102,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	h.obs.CalloutEnd(&out, h.now().Sub(cstart))
 	h.obs.Verdict(out.Verdict, "callout")
 	e = EntryOf(&out, start)
+	e.Routes = fp
 	if err := h.store.Set(ctx, key, e, rt.Policy.TTL(out.Verdict)); err != nil {
 		h.obs.CacheError("set")
 		h.log.Warn("cache store failed", "recipient", req.Recipient, "err", err)
@@ -131,4 +138,25 @@ func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.E
 		}
 	}
 	h.log.LogAttrs(context.Background(), slog.LevelInfo, "verdict", attrs...)
+}
+
+// routesFingerprint hashes the names and servers of routes (FNV-1a), the
+// same on every node with the same configuration.
+func routesFingerprint(routes []*callout.Route) uint64 {
+	h := uint64(14695981039346656037)
+	add := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff // separator
+		h *= 1099511628211
+	}
+	for _, r := range routes {
+		add(r.Name)
+		for _, s := range r.Servers {
+			add(s)
+		}
+	}
+	return h
 }

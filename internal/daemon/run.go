@@ -115,9 +115,19 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	d := &Daemon{path: o.Path, log: o.Logger, level: o.Level, store: store, version: o.Version}
 	d.cfg.Store(cfg)
 	d.metrics = metrics.New(o.Version, store)
-	d.handler = NewHandler(store, NewRouting(cfg, d.trace), d.log, d.metrics)
+	d.handler = NewHandler(store, NewRouting(cfg, d.tracer()), d.log, d.metrics)
 	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState}
 	return d, nil
+}
+
+// tracer returns the SMTP line logger when debug logging is on, else nil,
+// so that at other levels no trace line is ever formatted. The level only
+// changes on reload, which builds a new routing with a new tracer.
+func (d *Daemon) tracer() func(callout.TraceEvent) {
+	if d.log.Enabled(context.Background(), slog.LevelDebug) {
+		return d.trace
+	}
+	return nil
 }
 
 // trace logs every SMTP line at debug level.
@@ -299,7 +309,7 @@ func (d *Daemon) Reload() error {
 	if d.level != nil {
 		d.level.Set(parseLevel(cfg.Log.Level))
 	}
-	d.handler.SetRouting(NewRouting(cfg, d.trace))
+	d.handler.SetRouting(NewRouting(cfg, d.tracer()))
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
 	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Log.Format, old.Log.File
