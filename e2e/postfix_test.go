@@ -233,10 +233,23 @@ func checkDelivery(t *testing.T, s *suite, f *instance, backend *instance) {
 	}
 }
 
-// problems returns the warning, error and fatal lines of a maillog.
+// harmless are warnings about the machine, not about Postfix and calloutd:
+// cleanup compares a new queue file's time with the clock, and a file
+// system whose timestamps run a second ahead (seen on CI's VMs) makes it
+// say so.
+var harmless = []string{"file system clock is", "resetting file time stamps"}
+
+// problems returns the warning, error and fatal lines of a maillog, less
+// the harmless ones.
 func problems(maillog string) string {
 	var out []string
+lines:
 	for _, l := range strings.Split(maillog, "\n") {
+		for _, h := range harmless {
+			if strings.Contains(l, h) {
+				continue lines
+			}
+		}
 		for _, w := range []string{"warning:", "error:", "fatal:", "panic:"} {
 			if strings.Contains(l, w) {
 				out = append(out, l)
