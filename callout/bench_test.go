@@ -19,7 +19,7 @@ func BenchmarkProbe(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		res, err := c.Probe(ctx, srv.Addr(), rcpt)
+		res, err := c.Probe(ctx, nil, srv.Addr(), rcpt)
 		if err != nil || res.Verdict != Valid {
 			b.Fatalf("Probe = %v, %v", res.Verdict, err)
 		}

@@ -29,7 +29,7 @@ const (
 const unknownText = "<nobody@example.test>: Recipient address rejected: User unknown in local recipient table"
 
 func newClient() *Client {
-	return &Client{HeloName: "gw.test", ConnectTimeout: testTimeout, CommandTimeout: testTimeout}
+	return &Client{Settings: Settings{HeloName: "gw.test", ConnectTimeout: testTimeout, CommandTimeout: testTimeout}}
 }
 
 func mustParse(t testing.TB, s string) Address {
@@ -94,7 +94,7 @@ func TestProbe(t *testing.T) {
 		{name: "unknown without enhanced code", b: smtptest.Behavior{Rcpt: rcptReply("550 No such user here")},
 			verdict: Unknown, code: 550, text: "No such user here", lines: dialogue},
 		{name: "unknown multi-line", b: smtptest.Behavior{Rcpt: rcptReply("550-5.1.1 The email account that you tried to reach does not exist.\r\n550 5.1.1 Please try again.")},
-			verdict: Unknown, code: 550, enhanced: "5.1.1", text: "The email account that you tried to reach does not exist. 5.1.1 Please try again.", lines: dialogue},
+			verdict: Unknown, code: 550, enhanced: "5.1.1", text: "The email account that you tried to reach does not exist. Please try again.", lines: dialogue},
 		{name: "greylisted", b: smtptest.Behavior{Rcpt: rcptReply("450 4.2.0 <bob@example.test>: Recipient address rejected: Greylisted")},
 			verdict: TempFail, code: 450, enhanced: "4.2.0", text: "<bob@example.test>: Recipient address rejected: Greylisted", lines: dialogue},
 		{name: "backend lookup failure", b: smtptest.Behavior{Rcpt: rcptReply("451 4.3.0 <bob@example.test>: Temporary lookup failure")},
@@ -148,20 +148,20 @@ func TestProbe(t *testing.T) {
 		{name: "dropped at MAIL", b: smtptest.Behavior{Drop: "MAIL"},
 			stage: StageMail, command: "MAIL FROM:<>", reason: "closed", lines: []string{"EHLO gw.test", "MAIL FROM:<>"}},
 		{name: "421 at RCPT", b: smtptest.Behavior{Rcpt: rcptReply("421 4.4.2 mx.example.test Error: timeout exceeded")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 421, reason: "rcpt",
+			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 421, reason: "closing",
 			lines: []string{"EHLO gw.test", "MAIL FROM:<>", "RCPT TO:<bob@example.test>"}},
 		{name: "policy refusal at RCPT is not user unknown", b: smtptest.Behavior{Rcpt: rcptReply("554 5.7.1 <gw.test[127.0.0.1]>: Client host rejected: Access denied")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 554, reason: "rcpt", lines: dialogue},
+			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 554, reason: "client_refused", lines: dialogue},
 		{name: "relay denied at RCPT is not user unknown", b: smtptest.Behavior{Rcpt: rcptReply("554 5.7.1 <bob@example.test>: Relay access denied")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 554, reason: "rcpt", lines: dialogue},
+			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 554, reason: "relay_denied", lines: dialogue},
 		{name: "HELO refusal at RCPT is not user unknown", b: smtptest.Behavior{Rcpt: rcptReply("504 5.5.2 <gw>: Helo command rejected: need fully-qualified hostname")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 504, reason: "rcpt", lines: dialogue},
+			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 504, reason: "helo_refused", lines: dialogue},
 		{name: "sender refusal at RCPT is not user unknown", b: smtptest.Behavior{Rcpt: rcptReply("550 5.1.0 <v@gw.test>: Sender address rejected: User unknown in virtual mailbox table")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 550, reason: "rcpt", lines: dialogue},
-		{name: "mailbox full is not user unknown", b: smtptest.Behavior{Rcpt: rcptReply("552 5.2.2 Mailbox full")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 552, reason: "rcpt", lines: dialogue},
+			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 550, reason: "sender_refused", lines: dialogue},
+		{name: "mailbox full is temporary", b: smtptest.Behavior{Rcpt: rcptReply("552 5.2.2 Mailbox full")},
+			verdict: TempFail, code: 552, enhanced: "5.2.2", text: "Mailbox full", lines: dialogue},
 		{name: "354 at RCPT", b: smtptest.Behavior{Rcpt: rcptReply("354 go ahead")},
-			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 354, reason: "rcpt", lines: dialogue},
+			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", code: 354, reason: "protocol", lines: dialogue},
 		{name: "silent at RCPT", b: smtptest.Behavior{Silent: "RCPT"}, cmdWait: shortWait,
 			stage: StageRcpt, command: "RCPT TO:<bob@example.test>", reason: "timeout",
 			lines: []string{"EHLO gw.test", "MAIL FROM:<>", "RCPT TO:<bob@example.test>"}},
@@ -191,7 +191,7 @@ func TestProbe(t *testing.T) {
 				rcpt = tc.rcpt
 			}
 			start := time.Now()
-			res, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, rcpt))
+			res, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, rcpt))
 			if el := time.Since(start); el > hangBound {
 				t.Errorf("Probe took %v", el)
 			}
@@ -253,7 +253,7 @@ func checkError(t *testing.T, err error, server string, stage Stage, command, re
 func TestProbeConnectRefused(t *testing.T) {
 	checkGoroutines(t)
 	addr := closedAddr(t)
-	_, err := newClient().Probe(context.Background(), addr, mustParse(t, "bob@example.test"))
+	_, err := newClient().Probe(context.Background(), nil, addr, mustParse(t, "bob@example.test"))
 	checkError(t, err, addr, StageConnect, "", "connect", 0)
 }
 
@@ -271,7 +271,7 @@ func TestProbeConnectTimeout(t *testing.T) {
 	c.Dialer = blackhole{}
 	c.ConnectTimeout = shortWait
 	start := time.Now()
-	_, err := c.Probe(context.Background(), "192.0.2.1:25", mustParse(t, "bob@example.test"))
+	_, err := c.Probe(context.Background(), nil, "192.0.2.1:25", mustParse(t, "bob@example.test"))
 	e := checkError(t, err, "192.0.2.1:25", StageConnect, "", "timeout", 0)
 	if !errors.Is(e, context.DeadlineExceeded) {
 		t.Errorf("got %v, want context.DeadlineExceeded", e)
@@ -295,7 +295,7 @@ func TestProbeContextDeadline(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), budget)
 			defer cancel()
 			start := time.Now()
-			_, err := c.Probe(ctx, srv.Addr(), mustParse(t, "bob@example.test"))
+			_, err := c.Probe(ctx, nil, srv.Addr(), mustParse(t, "bob@example.test"))
 			if el := time.Since(start); el > hangBound {
 				t.Errorf("Probe took %v with a deadline of %v", el, budget)
 			}
@@ -328,7 +328,7 @@ func TestProbeCancel(t *testing.T) {
 		cancelled = time.Now()
 		cancel()
 	})
-	_, err := c.Probe(ctx, srv.Addr(), mustParse(t, "bob@example.test"))
+	_, err := c.Probe(ctx, nil, srv.Addr(), mustParse(t, "bob@example.test"))
 	wg.Wait()
 	if el := time.Since(cancelled); el > hangBound {
 		t.Errorf("Probe returned %v after the cancel", el)
@@ -349,7 +349,7 @@ func TestProbeCommandTimeout(t *testing.T) {
 	c.CommandTimeout = shortWait
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	_, err := c.Probe(ctx, srv.Addr(), mustParse(t, "bob@example.test"))
+	_, err := c.Probe(ctx, nil, srv.Addr(), mustParse(t, "bob@example.test"))
 	e := checkError(t, err, srv.Addr(), StageMail, "MAIL FROM:<>", "timeout", 0)
 	if ctx.Err() != nil || errors.Is(e, context.DeadlineExceeded) {
 		t.Errorf("got %v: the context's deadline, want the command timeout", e)
@@ -372,7 +372,7 @@ func TestProbeQuotedLocalPart(t *testing.T) {
 		{"john.doe@example.test", `john.doe@example.test`, Unknown},
 		{`a"b\c> DATA@example.test`, `"a\"b\\c> DATA"@example.test`, Unknown},
 	} {
-		res, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, tc.rcpt))
+		res, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, tc.rcpt))
 		if err != nil || res.Verdict != tc.verdict {
 			t.Errorf("Probe(%q) = %v, %v; want %v", tc.rcpt, res.Verdict, err, tc.verdict)
 		}
@@ -390,7 +390,7 @@ func TestProbeMailFrom(t *testing.T) {
 	srv := smtptest.NewServer(t, smtptest.Behavior{})
 	c := newClient()
 	c.MailFrom = "verify@gw.test"
-	if _, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "bob@example.test")); err != nil {
+	if _, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "bob@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	checkLines(t, srv, "EHLO gw.test", "MAIL FROM:<verify@gw.test>", "RCPT TO:<bob@example.test>", "QUIT")
@@ -403,7 +403,7 @@ func TestProbeUnsafeMailFrom(t *testing.T) {
 	srv := smtptest.NewServer(t, smtptest.Behavior{})
 	c := newClient()
 	c.MailFrom = "x>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n"
-	_, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "bob@example.test"))
+	_, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "bob@example.test"))
 	e := checkError(t, err, srv.Addr(), StageMail, "MAIL FROM:<"+c.MailFrom+">", "closed", 0)
 	if !errors.Is(e, errUnsafeCommand) {
 		t.Errorf("got %v, want errUnsafeCommand", e)
@@ -415,7 +415,7 @@ func TestProbeDefaults(t *testing.T) {
 	checkGoroutines(t)
 	srv := smtptest.NewServer(t, smtptest.Behavior{})
 	var c Client // the zero value is usable
-	if _, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "bob@example.test")); err != nil {
+	if _, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "bob@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	checkLines(t, srv, "EHLO localhost", "MAIL FROM:<>", "RCPT TO:<bob@example.test>", "QUIT")
@@ -442,7 +442,7 @@ func TestProbeDialer(t *testing.T) {
 	c := newClient()
 	c.Dialer = d
 	for range 3 {
-		if _, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "bob@example.test")); err != nil {
+		if _, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "bob@example.test")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -457,7 +457,7 @@ func TestProbeTrace(t *testing.T) {
 	var events []TraceEvent
 	c := newClient()
 	c.Trace = func(ev TraceEvent) { events = append(events, ev) }
-	if _, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "nobody@example.test")); err != nil {
+	if _, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "nobody@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	var sent, received []string
@@ -513,7 +513,7 @@ func TestTraceEnhancedCodeOnly(t *testing.T) {
 			received = append(received, ev.Line)
 		}
 	}
-	res, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "bob@example.test"))
+	res, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "bob@example.test"))
 	if err != nil || res.Verdict != Unknown {
 		t.Fatalf("Probe = %v, %v; want unknown", res.Verdict, err)
 	}
@@ -618,7 +618,7 @@ func TestProbeAfterServerClose(t *testing.T) {
 		}
 		srv.Close()
 	})
-	_, err := c.Probe(context.Background(), srv.Addr(), mustParse(t, "bob@example.test"))
+	_, err := c.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "bob@example.test"))
 	wg.Wait()
 	var e *Error
 	if !errors.As(err, &e) || e.Stage != StageMail || e.Reply != nil {

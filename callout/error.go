@@ -30,6 +30,9 @@ type Error struct {
 	// Reply is set when the server answered; Err is nil then.
 	Reply *Reply
 	Err   error
+	// Class is what a reply to RCPT TO meant when it made the server
+	// unavailable (refused, unrecognised, ignored); zero otherwise.
+	Class Classification
 }
 
 func (e *Error) Error() string {
@@ -56,10 +59,13 @@ func (e *Error) Timeout() bool {
 
 // Reason is a short, fixed label for why a server was unavailable, fit for
 // a log key or a metric label: "connect", "timeout", "greeting", "hello",
-// "mail", "rcpt" (421, 3xx or a 5.7.x policy refusal at RCPT), "protocol" (malformed reply) or
-// "closed" (connection lost).
+// "mail", "protocol" (malformed reply), "closed" (connection lost), or for
+// a reply to RCPT TO its Classification's reason ("relay_denied",
+// "client_refused", "policy", "closing", "unrecognised", "ignored", ...).
 func (e *Error) Reason() string {
 	switch {
+	case e.Class.Meaning != 0:
+		return e.Class.Reason
 	case e.Timeout():
 		return "timeout"
 	case e.Stage == StageConnect:

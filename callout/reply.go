@@ -26,8 +26,10 @@ type Reply struct {
 	// line ("5.1.1"), or "" when the server gave none or one whose class
 	// does not match Code.
 	Enhanced string
-	// Lines holds the text of each line, without code, separator and, on
-	// the first line, without the enhanced code.
+	// Lines holds the text of each line, without code, separator and
+	// enhanced code: RFC 2034 servers (Gmail, Exchange) repeat the enhanced
+	// code on every line of a multi-line reply, and it is taken off each
+	// line where it equals the first line's.
 	Lines []string
 }
 
@@ -53,7 +55,10 @@ func (r Reply) Class() int { return r.Code / 100 }
 // ReadReply reads one complete reply. Every line must start with the same
 // three digits followed by '-' (more lines follow), ' ' or the end of the line
 // (last line). Lines may end in CRLF or a bare LF.
-func ReadReply(br *bufio.Reader) (Reply, error) {
+func ReadReply(br *bufio.Reader) (Reply, error) { return readReply(br, nil) }
+
+// readReply is ReadReply; raw, if not nil, sees each line as it was read.
+func readReply(br *bufio.Reader, raw func(string)) (Reply, error) {
 	var r Reply
 	for n := 0; ; n++ {
 		if n == maxReplyLines {
@@ -62,6 +67,9 @@ func ReadReply(br *bufio.Reader) (Reply, error) {
 		line, err := readLine(br)
 		if err != nil {
 			return Reply{}, err
+		}
+		if raw != nil {
+			raw(line)
 		}
 		code, more, text, err := parseReplyLine(line)
 		if err != nil {
@@ -72,6 +80,10 @@ func ReadReply(br *bufio.Reader) (Reply, error) {
 			r.Enhanced, text = splitEnhanced(code, text)
 		} else if code != r.Code {
 			return Reply{}, fmt.Errorf("%w: code %03d within reply %03d", ErrMalformedReply, code, r.Code)
+		} else if r.Enhanced != "" {
+			if e, rest := splitEnhanced(code, text); e == r.Enhanced {
+				text = rest
+			}
 		}
 		r.Lines = append(r.Lines, text)
 		if !more {

@@ -41,9 +41,9 @@ type Session struct {
 }
 
 // open dials server and reads the greeting.
-func (c *Client) open(ctx context.Context, server string) (*Session, error) {
+func (c *Client) open(ctx context.Context, st *Settings, server string) (*Session, error) {
 	start := time.Now()
-	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout())
+	dctx, cancel := context.WithTimeout(ctx, st.connectTimeout())
 	conn, err := c.dialer().DialContext(dctx, "tcp", server)
 	cancel()
 	if err != nil {
@@ -53,7 +53,7 @@ func (c *Client) open(ctx context.Context, server string) (*Session, error) {
 		server:     server,
 		conn:       conn,
 		br:         bufio.NewReaderSize(conn, 1024),
-		cmdTimeout: c.commandTimeout(),
+		cmdTimeout: st.commandTimeout(),
 		trace:      c.Trace,
 		start:      start,
 	}
@@ -196,25 +196,13 @@ func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply,
 			return fail(err)
 		}
 	}
-	rep, err := ReadReply(s.br)
+	var raw func(string)
+	if s.trace != nil {
+		raw = func(line string) { s.emit(false, line) }
+	}
+	rep, err := readReply(s.br, raw)
 	if err != nil {
 		return fail(err)
-	}
-	if s.trace != nil {
-		for i, l := range rep.Lines {
-			sep := " "
-			if i < len(rep.Lines)-1 {
-				sep = "-"
-			}
-			if i == 0 && rep.Enhanced != "" {
-				if l == "" { // "550 5.1.1", not "550 5.1.1 "
-					l = rep.Enhanced
-				} else {
-					l = rep.Enhanced + " " + l
-				}
-			}
-			s.emit(false, fmt.Sprintf("%03d%s%s", rep.Code, sep, l))
-		}
 	}
 	return rep, nil
 }

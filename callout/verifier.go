@@ -20,6 +20,8 @@ type Route struct {
 	Domains []string
 	// Servers are "host:port" (see ParseServer), asked in order.
 	Servers []string
+	// Settings are how the servers are asked; nil for the prober's own.
+	Settings *Settings
 }
 
 // Attempt records one probe of one server.
@@ -27,8 +29,11 @@ type Attempt struct {
 	Route    string
 	Server   string
 	Duration time.Duration
-	Result   Result // meaningful when Err is nil
-	Err      error  // why the server was unavailable
+	// Result is the server's answer when Err is nil. When the server
+	// replied to RCPT TO but the reply made it unavailable, Err is set
+	// and Result still holds the reply and its classification.
+	Result Result
+	Err    error // why the server was unavailable
 }
 
 // Outcome is the combined answer of every route asked.
@@ -38,6 +43,7 @@ type Outcome struct {
 	// (zero for Unreachable).
 	Route, Server string
 	Reply         Reply
+	Class         Classification // what Reply meant
 	// Err is the last error for Unreachable: the context's error when the
 	// budget ran out, else the last server's *Error.
 	Err      error
@@ -133,7 +139,7 @@ func (v *Verifier) VerifyRoutes(ctx context.Context, rcpt Address, routes []*Rou
 				break
 			}
 			start := time.Now()
-			res, err := v.prober.Probe(ctx, server, rcpt)
+			res, err := v.prober.Probe(ctx, r, server, rcpt)
 			out.Attempts = append(out.Attempts, Attempt{Route: r.Name, Server: server, Duration: time.Since(start), Result: res, Err: err})
 			if err != nil {
 				out.Err = err
@@ -194,5 +200,5 @@ func ctxDone(ctx context.Context) error {
 // decide sets the verdict from the attempt at index i.
 func (o *Outcome) decide(v Verdict, i int) {
 	a := o.Attempts[i]
-	o.Verdict, o.Route, o.Server, o.Reply, o.Err = v, a.Route, a.Server, a.Result.Reply, nil
+	o.Verdict, o.Route, o.Server, o.Reply, o.Class, o.Err = v, a.Route, a.Server, a.Result.Reply, a.Result.Class, nil
 }
