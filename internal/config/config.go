@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -57,11 +59,42 @@ type Cache struct {
 	TempfailTTL Duration `toml:"tempfail_ttl"`
 }
 
-// Route is one [[route]] table.
+// Route is one [[route]] table. Any [callout] key and any cache TTL may be
+// set in a route, overriding the global one for that route; a key the route
+// leaves out (nil) inherits it.
 type Route struct {
 	Name    string   `toml:"name"` // default "route[N]"
 	Domains []string `toml:"domains"`
 	Servers []string `toml:"servers"`
+
+	HeloName          *string   `toml:"helo_name"`
+	MailFrom          *string   `toml:"mail_from"`
+	ConnectTimeout    *Duration `toml:"connect_timeout"`
+	CommandTimeout    *Duration `toml:"command_timeout"`
+	RequestTimeout    *Duration `toml:"request_timeout"`
+	UnreachableAction *string   `toml:"unreachable_action"`
+	TempfailAction    *string   `toml:"tempfail_action"`
+	PositiveTTL       *Duration `toml:"positive_ttl"`
+	NegativeTTL       *Duration `toml:"negative_ttl"`
+	TempfailTTL       *Duration `toml:"tempfail_ttl"`
+	// UnknownReplies and IgnoreReplies are regular expressions (RE2)
+	// matched against a whole RCPT reply ("550 5.1.1 text"); they win over
+	// the built-in classification, Ignore first.
+	UnknownReplies []string `toml:"unknown_replies"`
+	IgnoreReplies  []string `toml:"ignore_replies"`
+
+	// Effective is what applies to the route once validated: the global
+	// settings with the route's own over them.
+	Effective Effective `toml:"-"`
+}
+
+// Effective holds a route's settings after inheritance.
+type Effective struct {
+	Callout     Callout
+	PositiveTTL Duration
+	NegativeTTL Duration
+	TempfailTTL Duration
+	Rules       *callout.Rules // nil when the route has no reply rules
 }
 
 // Default returns the configuration used for keys a file leaves out.
@@ -170,36 +203,8 @@ func (c *Config) validate() error {
 	if !oneOf(c.Log.Format, "text", "json") {
 		return keyError("log.format", "%q is not one of text, json", c.Log.Format)
 	}
-	co := &c.Callout
-	if err := callout.CheckHostname(co.HeloName); err != nil {
-		return keyError("callout.helo_name", "%v", err)
-	}
-	if co.MailFrom != "" {
-		a, err := callout.ParseAddress(co.MailFrom)
-		if err != nil {
-			return keyError("callout.mail_from", "%v", err)
-		}
-		co.MailFrom = a.Wire()
-	}
-	// Slices, not maps, so that of several bad keys the first in the
-	// file's documented order is reported, the same one every run.
-	for _, kd := range []struct {
-		key string
-		d   Duration
-	}{
-		{"callout.connect_timeout", co.ConnectTimeout},
-		{"callout.command_timeout", co.CommandTimeout},
-		{"callout.request_timeout", co.RequestTimeout},
-	} {
-		if kd.d <= 0 {
-			return keyError(kd.key, "must be greater than 0")
-		}
-	}
-	if !oneOf(co.UnreachableAction, "dunno", "defer") {
-		return keyError("callout.unreachable_action", "%q is not one of dunno, defer", co.UnreachableAction)
-	}
-	if !oneOf(co.TempfailAction, "dunno", "defer") {
-		return keyError("callout.tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
+	if err := validateCallout("callout.", &c.Callout); err != nil {
+		return err
 	}
 	switch c.Cache.Store {
 	case "memory":
@@ -211,17 +216,8 @@ func (c *Config) validate() error {
 	if c.Cache.MaxEntries < 1 {
 		return keyError("cache.max_entries", "must be at least 1")
 	}
-	for _, kd := range []struct {
-		key string
-		d   Duration
-	}{
-		{"cache.positive_ttl", c.Cache.PositiveTTL},
-		{"cache.negative_ttl", c.Cache.NegativeTTL},
-		{"cache.tempfail_ttl", c.Cache.TempfailTTL},
-	} {
-		if kd.d < 0 {
-			return keyError(kd.key, "must not be negative")
-		}
+	if err := validateTTLs("cache.", c.Cache.PositiveTTL, c.Cache.NegativeTTL, c.Cache.TempfailTTL); err != nil {
+		return err
 	}
 	names := map[string]int{}
 	for i := range c.Routes {
@@ -254,8 +250,127 @@ func (c *Config) validate() error {
 			}
 			r.Servers[j] = hp
 		}
+		if err := c.Resolve(key, r); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// validateCallout checks a [callout] table, or a route's view of it; prefix
+// names where the keys are ("callout.", "route[2].").
+func validateCallout(prefix string, co *Callout) error {
+	if err := callout.CheckHostname(co.HeloName); err != nil {
+		return keyError(prefix+"helo_name", "%v", err)
+	}
+	if co.MailFrom != "" {
+		a, err := callout.ParseAddress(co.MailFrom)
+		if err != nil {
+			return keyError(prefix+"mail_from", "%v", err)
+		}
+		co.MailFrom = a.Wire()
+	}
+	// Slices, not maps, so that of several bad keys the first in the
+	// file's documented order is reported, the same one every run.
+	for _, kd := range []struct {
+		key string
+		d   Duration
+	}{
+		{"connect_timeout", co.ConnectTimeout},
+		{"command_timeout", co.CommandTimeout},
+		{"request_timeout", co.RequestTimeout},
+	} {
+		if kd.d <= 0 {
+			return keyError(prefix+kd.key, "must be greater than 0")
+		}
+	}
+	if !oneOf(co.UnreachableAction, "dunno", "defer") {
+		return keyError(prefix+"unreachable_action", "%q is not one of dunno, defer", co.UnreachableAction)
+	}
+	if !oneOf(co.TempfailAction, "dunno", "defer") {
+		return keyError(prefix+"tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
+	}
+	return nil
+}
+
+func validateTTLs(prefix string, positive, negative, tempfail Duration) error {
+	for _, kd := range []struct {
+		key string
+		d   Duration
+	}{
+		{"positive_ttl", positive},
+		{"negative_ttl", negative},
+		{"tempfail_ttl", tempfail},
+	} {
+		if kd.d < 0 {
+			return keyError(prefix+kd.key, "must not be negative")
+		}
+	}
+	return nil
+}
+
+// Resolve fills r.Effective: the global settings, then the route's own,
+// each checked and named by the route's key.
+func (c *Config) Resolve(key string, r *Route) error {
+	e := Effective{Callout: c.Callout, PositiveTTL: c.Cache.PositiveTTL, NegativeTTL: c.Cache.NegativeTTL, TempfailTTL: c.Cache.TempfailTTL}
+	setS := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	setD := func(dst *Duration, src *Duration) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	co := &e.Callout
+	setS(&co.HeloName, r.HeloName)
+	setS(&co.MailFrom, r.MailFrom)
+	setD(&co.ConnectTimeout, r.ConnectTimeout)
+	setD(&co.CommandTimeout, r.CommandTimeout)
+	setD(&co.RequestTimeout, r.RequestTimeout)
+	setS(&co.UnreachableAction, r.UnreachableAction)
+	setS(&co.TempfailAction, r.TempfailAction)
+	setD(&e.PositiveTTL, r.PositiveTTL)
+	setD(&e.NegativeTTL, r.NegativeTTL)
+	setD(&e.TempfailTTL, r.TempfailTTL)
+	if err := validateCallout(key+".", co); err != nil {
+		return err
+	}
+	if err := validateTTLs(key+".", e.PositiveTTL, e.NegativeTTL, e.TempfailTTL); err != nil {
+		return err
+	}
+	var rules callout.Rules
+	for _, l := range []struct {
+		name string
+		src  []string
+		dst  *[]*regexp.Regexp
+	}{
+		{"unknown_replies", r.UnknownReplies, &rules.Unknown},
+		{"ignore_replies", r.IgnoreReplies, &rules.Ignore},
+	} {
+		for j, expr := range l.src {
+			re, err := regexp.Compile(expr)
+			if err != nil {
+				return keyError(fmt.Sprintf("%s.%s[%d]", key, l.name, j), "%q: %v", expr, regexpError(err))
+			}
+			*l.dst = append(*l.dst, re)
+		}
+	}
+	if len(rules.Unknown)+len(rules.Ignore) > 0 {
+		e.Rules = &rules
+	}
+	r.Effective = e
+	return nil
+}
+
+// regexpError drops the expression regexp repeats in its message.
+func regexpError(err error) string {
+	var se *syntax.Error
+	if errors.As(err, &se) {
+		return se.Code.String()
+	}
+	return err.Error()
 }
 
 func checkListen(addr string, unixOK bool) error {

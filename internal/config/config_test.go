@@ -2,7 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -42,14 +44,86 @@ func TestExampleConfig(t *testing.T) {
 			NegativeTTL: Duration(2 * time.Hour),
 			TempfailTTL: Duration(time.Minute),
 		},
-		Routes: []Route{{
-			Name:    "mailstore",
-			Domains: []string{"example.com", ".example.com"},
-			Servers: []string{"127.0.0.1:2526"},
-		}},
 	}
+	routes := got.Routes
+	got.Routes = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(%s):\ngot  %+v\nwant %+v", example, got, want)
+	}
+	if len(routes) != 2 || routes[0].Name != "mailstore" || routes[1].Name != "legacy" {
+		t.Fatalf("routes: %+v", routes)
+	}
+	// The first route takes every setting from [callout] and [cache].
+	if e := routes[0].Effective; e.Callout != want.Callout || e.PositiveTTL != want.Cache.PositiveTTL ||
+		e.NegativeTTL != want.Cache.NegativeTTL || e.TempfailTTL != want.Cache.TempfailTTL || e.Rules != nil {
+		t.Errorf("route mailstore: effective %+v, want the global settings", e)
+	}
+	e := routes[1].Effective
+	wantCo := Callout{HeloName: "gateway.example.net", MailFrom: "postmaster@gateway.example.net",
+		ConnectTimeout: Duration(5 * time.Second), CommandTimeout: Duration(5 * time.Second), RequestTimeout: Duration(15 * time.Second),
+		UnreachableAction: "dunno", TempfailAction: "dunno"}
+	if e.Callout != wantCo || e.PositiveTTL != Duration(7*24*time.Hour) || e.NegativeTTL != Duration(30*time.Minute) || e.TempfailTTL != Duration(time.Minute) {
+		t.Errorf("route legacy: effective %+v", e)
+	}
+	if e.Rules == nil || len(e.Rules.Unknown) != 1 || len(e.Rules.Ignore) != 1 {
+		t.Errorf("route legacy: rules %+v", e.Rules)
+	}
+}
+
+// Per-route keys override the global ones for that route only, and are
+// checked like them, with errors naming the route.
+func TestRouteSettings(t *testing.T) {
+	const base = "[callout]\nhelo_name = \"gw.example.net\"\nmail_from = \"v@gw.example.net\"\ntempfail_action = \"defer\"\n" +
+		"[cache]\nnegative_ttl = \"2h\"\n"
+	c, err := Parse("t.toml", []byte(base+`
+[[route]]
+name = "m365"
+domains = ["example.com"]
+servers = ["127.0.0.1:2525"]
+mail_from = ""
+tempfail_action = "dunno"
+negative_ttl = "10m"
+unknown_replies = ['^550 5\.7\.1 .*Recipient not found']
+
+[[route]]
+domains = ["example.org"]
+servers = ["127.0.0.1:2526"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m365, other := c.Routes[0].Effective, c.Routes[1].Effective
+	if m365.Callout.MailFrom != "" || m365.Callout.TempfailAction != "dunno" || m365.NegativeTTL != Duration(10*time.Minute) ||
+		m365.Callout.HeloName != "gw.example.net" {
+		t.Errorf("m365: %+v", m365)
+	}
+	if other.Callout.MailFrom != "v@gw.example.net" || other.Callout.TempfailAction != "defer" || other.NegativeTTL != Duration(2*time.Hour) {
+		t.Errorf("route[1]: %+v", other)
+	}
+	if c.Callout.TempfailAction != "defer" || c.Cache.NegativeTTL != Duration(2*time.Hour) {
+		t.Errorf("a route's settings leaked into the global ones: %+v %+v", c.Callout, c.Cache)
+	}
+	if m365.Rules == nil || !m365.Rules.Unknown[0].MatchString("550 5.7.1 bob: Recipient not found") {
+		t.Errorf("m365 rules: %+v", m365.Rules)
+	}
+
+	const route = "[[route]]\ndomains = [\"example.com\"]\nservers = [\"127.0.0.1\"]\n"
+	for _, tc := range []struct{ toml, want string }{
+		{route + `unknown_replies = ["ok", "(unclosed"]`, `t.toml: route[0].unknown_replies[1]: "(unclosed": missing closing )`},
+		{route + `ignore_replies = ["a**"]`, `t.toml: route[0].ignore_replies[0]: "a**": invalid nested repetition operator`},
+		{route + `tempfail_action = "reject"`, `t.toml: route[0].tempfail_action: "reject" is not one of dunno, defer`},
+		{route + `unreachable_action = "x"`, `t.toml: route[0].unreachable_action: "x" is not one of dunno, defer`},
+		{route + `request_timeout = "0s"`, `t.toml: route[0].request_timeout: must be greater than 0`},
+		{route + `negative_ttl = "-1s"`, `t.toml: route[0].negative_ttl: must not be negative`},
+		{route + `mail_from = "no-at-sign"`, `t.toml: route[0].mail_from: `},
+		{route + `helo_name = "bad name"`, `t.toml: route[0].helo_name: `},
+		{route + `command_timeout = "soon"`, `t.toml: route.command_timeout: invalid duration "soon" (examples: 90s, 10m, 2h, 7d)`},
+		{route + `color = "red"`, `t.toml: unknown key route.color`},
+	} {
+		_, err := Parse("t.toml", []byte(tc.toml))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("Parse(%q):\ngot  %v\nwant %s", tc.toml, err, tc.want)
+		}
 	}
 }
 
@@ -112,7 +186,13 @@ func structKeys(prefix string, t reflect.Type) []string {
 	var keys []string
 	for f := range t.Fields() {
 		name := f.Tag.Get("toml")
+		if name == "-" {
+			continue
+		}
 		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
 		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
 			ft = ft.Elem()
 		}
@@ -331,6 +411,9 @@ func TestRouteNormalisation(t *testing.T) {
 		{Name: "route[1]", Domains: []string{"example.org"}, Servers: []string{"MX.example.org:25"}},
 		{Name: "route[2]", Domains: []string{"example.net"}, Servers: []string{"127.0.0.1:2526"}},
 	}
+	for i := range c.Routes {
+		c.Routes[i].Effective = Effective{} // TestRouteSettings checks it
+	}
 	if !reflect.DeepEqual(c.Routes, want) {
 		t.Errorf("routes:\ngot  %+v\nwant %+v", c.Routes, want)
 	}
@@ -392,6 +475,26 @@ func TestDurationText(t *testing.T) {
 		var back Duration
 		if err := back.UnmarshalText(b); err != nil || back != d {
 			t.Errorf("Duration %v -> %q -> %v, %v; want %v", d.D(), b, back.D(), err, d.D())
+		}
+	}
+}
+
+// Every TOML example in docs/configuration.md is a configuration that
+// loads, so the documented per-route examples cannot rot.
+func TestDocsExamplesParse(t *testing.T) {
+	const doc = "../../docs/configuration.md"
+	data, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(data), "```toml\n")[1:]
+	if len(blocks) < 3 {
+		t.Fatalf("%s has %d TOML examples, want at least 3", doc, len(blocks))
+	}
+	for i, b := range blocks {
+		b, _, _ = strings.Cut(b, "```")
+		if _, err := Parse(fmt.Sprintf("%s example %d", doc, i+1), []byte(b)); err != nil {
+			t.Errorf("%v\n%s", err, b)
 		}
 	}
 }
