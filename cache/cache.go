@@ -14,6 +14,7 @@ type Entry struct {
 	Text     string    // backend's reply text
 	Route    string    // route that answered
 	Server   string    // server that answered
+	Reason   string    // what the reply meant, e.g. "no_such_user", "quota" (callout.Classification)
 	Verified time.Time // when the callout was made
 	// Routes fingerprints the routes (names and servers) that were asked,
 	// so a negative verdict is not served after the routes change.
@@ -35,6 +36,13 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Close releases the store's resources.
 	Close() error
+}
+
+// Nonblocking is implemented by stores whose calls never wait on I/O (the
+// memory store). Callers may then call them inline; other stores' writes
+// are best made in the background, so no answer waits for them.
+type Nonblocking interface {
+	Nonblocking()
 }
 
 // Key normalises an address ("local@domain") into a cache key: lower case,

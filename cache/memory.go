@@ -171,3 +171,7 @@ func (s *memShard) remove(n *memNode) {
 	s.unlink(n)
 	delete(s.items, n.key)
 }
+
+// Nonblocking implements cache.Nonblocking: the memory store never waits on
+// I/O.
+func (m *Memory) Nonblocking() {}

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +46,10 @@ type Server struct {
 	// ConnState, if set, is called with +1 when a connection opens and -1
 	// when it closes (for a gauge of open connections).
 	ConnState func(delta int)
+	// Panicked, if set, is called after a handler's panic was recovered
+	// and logged (for a counter). The request is answered DUNNO and the
+	// connection goes on.
+	Panicked func()
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -191,7 +197,7 @@ func (s *Server) serve(c net.Conn) {
 			}
 			return
 		}
-		action := s.Handler.HandlePolicy(s.base, req)
+		action := s.handle(req, c)
 		if action == "" || strings.ContainsAny(string(action), "\r\n\x00") {
 			// One line per answer, whatever a handler did.
 			log.Error("handler returned an unsafe action, answering DUNNO", "action", string(action))
@@ -204,6 +210,23 @@ func (s *Server) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+// handle asks the handler, recovering a panic: one bad request must not
+// take the daemon, its other connections and its memory cache down. The
+// request gets DUNNO, the answer a policy server gives when it has none.
+func (s *Server) handle(req *Request, c net.Conn) (action Action) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger().Error("panic while answering a policy request, answering DUNNO",
+				"remote", remote(c), "recipient", req.Recipient, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if s.Panicked != nil {
+				s.Panicked()
+			}
+			action = Dunno
+		}
+	}()
+	return s.Handler.HandlePolicy(s.base, req)
 }
 
 // remote names c's peer for the log. A net.Conn given to ServeConn (a pipe

@@ -671,3 +671,41 @@ func BenchmarkServerRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// A handler that panics costs its request a DUNNO, not the daemon: the
+// panic is logged with its stack and reported, the connection and every
+// other connection go on.
+func TestServerRecoversHandlerPanic(t *testing.T) {
+	checkGoroutines(t)
+	var panics atomic.Int32
+	h := HandlerFunc(func(ctx context.Context, r *Request) Action {
+		if strings.HasPrefix(r.Recipient, "boom@") {
+			panic("handler bug: " + r.Recipient)
+		}
+		return byRecipient(ctx, r)
+	})
+	ts := startServer(t, "tcp", h, func(s *Server) { s.Panicked = func() { panics.Add(1) } })
+	first := dial(t, "tcp", ts.addr)
+	first.send(rcpt("boom@example.com"))
+	if got, want := first.answer(), "action=DUNNO\n\n"; got != want {
+		t.Errorf("panicking request: got %q, want %q", got, want)
+	}
+	second := dial(t, "tcp", ts.addr)
+	second.send(rcpt("nobody@example.com"))
+	if got, want := second.answer(), "action=550 5.1.1 User unknown\n\n"; got != want {
+		t.Errorf("another connection after the panic: got %q, want %q", got, want)
+	}
+	first.send(rcpt("nobody@example.com"))
+	if got, want := first.answer(), "action=550 5.1.1 User unknown\n\n"; got != want {
+		t.Errorf("the same connection after the panic: got %q, want %q", got, want)
+	}
+	if n := panics.Load(); n != 1 {
+		t.Errorf("Panicked called %d times, want 1", n)
+	}
+	log := ts.log.String()
+	for _, want := range []string{"level=ERROR", "handler bug: boom@example.com", "recipient=boom@example.com", "TestServerRecoversHandlerPanic"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+}

@@ -62,7 +62,12 @@ func check(args []string, stdout, stderr io.Writer) int {
 		for _, a := range addrs {
 			domains = append(domains, a.Domain)
 		}
-		cfg.Routes = []config.Route{{Name: "-server", Domains: domains, Servers: []string{hp}}}
+		r := config.Route{Name: "-server", Domains: domains, Servers: []string{hp}}
+		if err := cfg.Resolve("-server", &r); err != nil {
+			fmt.Fprintf(stderr, "calloutd: %v\n", err)
+			return exitExConfig
+		}
+		cfg.Routes = []config.Route{r}
 	}
 
 	worst := 0
@@ -89,16 +94,17 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 		}
 		fmt.Fprintf(w, "  %8s %s %s\n", ms(ev.Elapsed), arrow, printable(ev.Line))
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), rt.Policy.RequestTimeout)
-	defer cancel()
-	start := time.Now()
-	out, err := rt.Verifier.Verify(ctx, a)
-	if errors.Is(err, callout.ErrNoRoute) {
+	routes := rt.Verifier.Match(a.Domain)
+	if len(routes) == 0 {
 		fmt.Fprintf(w, "  no route covers %s: calloutd answers DUNNO without a callout\n", a.Domain)
 		return 2
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), rt.PolicyFor(routes[0].Name).RequestTimeout)
+	defer cancel()
+	start := time.Now()
+	out := rt.Verifier.VerifyRoutes(ctx, a, routes)
 	for _, at := range out.Attempts {
-		res := fmt.Sprintf("%s (%s)", at.Result.Verdict, at.Result.Reply)
+		res := fmt.Sprintf("%s (%s) [%s]", at.Result.Verdict, printable(at.Result.Reply.String()), at.Result.Class)
 		if at.Err != nil {
 			var ce *callout.Error
 			reason := "error"
@@ -110,13 +116,17 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 		fmt.Fprintf(w, "  attempt  route %s, server %s, %s: %s\n", at.Route, at.Server, ms(at.Duration), res)
 	}
 	e := daemon.EntryOf(&out, start)
-	action := daemon.Decide(out.Verdict, &e, false, &rt.Policy)
+	route := out.Route
+	if route == "" {
+		route = routes[0].Name
+	}
+	action := daemon.Decide(out.Verdict, &e, false, rt.PolicyFor(route))
 	fmt.Fprintf(w, "  verdict  %s", out.Verdict)
 	if out.Route != "" {
 		fmt.Fprintf(w, " from route %s, server %s", out.Route, out.Server)
 	}
 	if out.Reply.Code != 0 {
-		fmt.Fprintf(w, ": %s", out.Reply)
+		fmt.Fprintf(w, ": %s [%s]", printable(out.Reply.String()), out.Class)
 	} else if out.Err != nil {
 		fmt.Fprintf(w, ": %v", out.Err)
 	}

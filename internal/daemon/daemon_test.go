@@ -508,7 +508,12 @@ func TestPolicyRefusalIsNotUserUnknown(t *testing.T) {
 		t.Errorf("answer %q, want %q", got, want)
 	}
 	body := httpGet(t, "http://"+td.metrics+"/metrics", 200)
-	if want := `calloutd_backend_failures_total{reason="rcpt",server="` + refuses.Addr() + `"} 1`; !strings.Contains(body, want+"\n") {
-		t.Errorf("/metrics lacks %q", want)
+	for _, want := range []string{
+		`calloutd_backend_failures_total{reason="client_refused",server="` + refuses.Addr() + `"} 1`,
+		`calloutd_backend_replies_total{meaning="refused",reason="client_refused",server="` + refuses.Addr() + `"} 1`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -58,14 +58,28 @@ func Decide(v callout.Verdict, e *cache.Entry, cached bool, p *Policy) policyd.A
 	}
 	switch v {
 	case callout.Unknown:
-		code := e.Code
-		if code < 500 || code > 599 {
+		// The backend's code and enhanced code when they are about a
+		// mailbox; Microsoft 365's "550 5.4.1 Recipient address rejected"
+		// or a route's unknown_replies matching "554 5.7.1 ..." become
+		// 550 5.1.1, which is what they mean.
+		code, enhanced := e.Code, e.Enhanced
+		if code != 550 && code != 551 && code != 553 {
 			code = 550
 		}
-		return policyd.Reject(code, e.Enhanced, policyd.StatusBadMailbox, text("User unknown"))
+		switch enhanced {
+		case "5.1.1", "5.1.6", "5.1.10", "5.2.1":
+		default:
+			enhanced = policyd.StatusBadMailbox
+		}
+		return policyd.Reject(code, enhanced, policyd.StatusBadMailbox, text("User unknown"))
 	case callout.TempFail:
 		if p.DeferTempfail {
-			return policyd.DeferIfPermit(e.Enhanced, policyd.StatusTempMailbox, text("Recipient temporarily unavailable"))
+			// A 552 5.2.2 at RCPT is a 452 4.2.2 (RFC 5321 4.5.3.1.10).
+			enhanced := e.Enhanced
+			if strings.HasPrefix(enhanced, "5.") {
+				enhanced = "4" + enhanced[1:]
+			}
+			return policyd.DeferIfPermit(enhanced, policyd.StatusTempMailbox, text("Recipient temporarily unavailable"))
 		}
 	case callout.Unreachable:
 		if p.DeferUnreachable {
@@ -91,7 +105,7 @@ func replyText(r callout.Reply) string {
 
 // EntryOf records an outcome for the cache and for Decide.
 func EntryOf(o *callout.Outcome, now time.Time) cache.Entry {
-	e := cache.Entry{Verdict: o.Verdict.String(), Route: o.Route, Server: o.Server, Verified: now}
+	e := cache.Entry{Verdict: o.Verdict.String(), Route: o.Route, Server: o.Server, Reason: o.Class.Reason, Verified: now}
 	if o.Reply.Code != 0 {
 		e.Code, e.Enhanced, e.Text = o.Reply.Code, o.Reply.Enhanced, replyText(o.Reply)
 	}

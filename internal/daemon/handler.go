@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,19 +15,40 @@ import (
 )
 
 // Routing is the part of the configuration a reload may replace as a whole:
-// the routes with the client that asks them, and the answer policy.
+// the routes with the prober that asks them, and the answer policies.
 type Routing struct {
 	Verifier *callout.Verifier
-	Policy   Policy
+	// Policy is the global one ([callout] and [cache]); each route has its
+	// own, with the route's overrides.
+	Policy Policy
+	routes map[string]*Policy // by route name
 }
+
+// PolicyFor returns route's policy, or the global one for a route that is
+// not (or no longer) configured.
+func (rt *Routing) PolicyFor(route string) *Policy {
+	if p, ok := rt.routes[route]; ok {
+		return p
+	}
+	return &rt.Policy
+}
+
+// maxWrites bounds the cache writes in flight: a store that hangs must not
+// pile up goroutines without end. A write beyond it is dropped and counted
+// as a failed "set".
+const maxWrites = 1024
 
 // Handler answers policy requests: cache first, then a callout.
 type Handler struct {
 	store   cache.Store
+	inline  bool // the store never blocks: write in the request's goroutine
 	log     *slog.Logger
 	routing atomic.Pointer[Routing]
 	obs     Observer
 	now     func() time.Time
+
+	writes   sync.WaitGroup
+	inFlight atomic.Int32
 }
 
 // NewHandler returns a Handler over store with the given routing. obs may
@@ -33,7 +57,8 @@ func NewHandler(store cache.Store, r *Routing, log *slog.Logger, obs Observer) *
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	h := &Handler{store: store, log: log, obs: obs, now: time.Now}
+	_, inline := store.(cache.Nonblocking)
+	h := &Handler{store: store, inline: inline, log: log, obs: obs, now: time.Now}
 	h.routing.Store(r)
 	return h
 }
@@ -45,11 +70,22 @@ func (h *Handler) SetRouting(r *Routing) { h.routing.Store(r) }
 // Routing returns the routes and policy in force.
 func (h *Handler) Routing() *Routing { return h.routing.Load() }
 
+// Wait waits for the cache writes in flight (before the store is closed).
+func (h *Handler) Wait() { h.writes.Wait() }
+
 // HandlePolicy implements policyd.Handler.
 func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) policyd.Action {
 	a := h.handle(ctx, req)
 	h.obs.PolicyRequest(req.ProtocolState, a)
 	return a
+}
+
+// cacheTimeout is how long one cache call may take: a twentieth of the
+// verdict's budget, between 20 ms and 500 ms (1.5 s of a 30 s budget at
+// most, with the lookup and the write). A store slower than that is
+// answered as a miss, so a hanging store costs Postfix little.
+func cacheTimeout(budget time.Duration) time.Duration {
+	return min(max(budget/20, 20*time.Millisecond), 500*time.Millisecond)
 }
 
 func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Action {
@@ -70,9 +106,18 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		return policyd.Dunno
 	}
 	key := cache.Key(rcpt.Local, rcpt.Domain)
+	// One budget for the whole verdict, cache included: the first route's
+	// request_timeout.
+	budget := rt.PolicyFor(routes[0].Name).RequestTimeout
+	vctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	ctimeout := cacheTimeout(budget)
 
-	e, ok, err := h.store.Get(ctx, key)
+	gctx, gcancel := context.WithTimeout(vctx, ctimeout)
+	e, ok, err := h.store.Get(gctx, key)
+	gcancel()
 	if err != nil {
+		ok = false
 		h.obs.CacheError("get")
 		h.log.Warn("cache lookup failed, verifying without it", "recipient", req.Recipient, "err", err)
 	} else {
@@ -87,7 +132,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
 			h.obs.Verdict(v, "cache")
-			action := Decide(v, &e, true, &rt.Policy)
+			action := Decide(v, &e, true, h.policy(rt, e.Route, routes))
 			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
 			return action
 		}
@@ -96,20 +141,80 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 
 	h.obs.CalloutBegin()
 	cstart := h.now()
-	vctx, cancel := context.WithTimeout(ctx, rt.Policy.RequestTimeout)
 	out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
-	cancel()
 	h.obs.CalloutEnd(&out, h.now().Sub(cstart))
 	h.obs.Verdict(out.Verdict, "callout")
+	h.logUnrecognised(req, &out)
 	e = EntryOf(&out, start)
 	e.Routes = fp
-	if err := h.store.Set(ctx, key, e, rt.Policy.TTL(out.Verdict)); err != nil {
-		h.obs.CacheError("set")
-		h.log.Warn("cache store failed", "recipient", req.Recipient, "err", err)
-	}
-	action := Decide(out.Verdict, &e, false, &rt.Policy)
+	p := h.policy(rt, out.Route, routes)
+	h.write(key, e, p.TTL(out.Verdict), ctimeout)
+	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
 	return action
+}
+
+// policy is the policy of the route that decided, or of the first route
+// asked when none did (unreachable).
+func (h *Handler) policy(rt *Routing, route string, routes []*callout.Route) *Policy {
+	if route == "" {
+		route = routes[0].Name
+	}
+	return rt.PolicyFor(route)
+}
+
+// write stores a verdict without making Postfix wait: in the background,
+// within timeout, unless the store never blocks (memory).
+func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	if h.inline {
+		h.set(key, e, ttl, timeout)
+		return
+	}
+	if h.inFlight.Add(1) > maxWrites {
+		h.inFlight.Add(-1)
+		h.obs.CacheError("set")
+		h.log.Warn("cache store backlogged, verdict not stored", "key", key, "writes_in_flight", maxWrites)
+		return
+	}
+	h.writes.Add(1)
+	go func() {
+		defer h.writes.Done()
+		defer h.inFlight.Add(-1)
+		defer h.recoverPanic("cache write")
+		h.set(key, e, ttl, timeout)
+	}()
+}
+
+func (h *Handler) set(key string, e cache.Entry, ttl, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := h.store.Set(ctx, key, e, ttl); err != nil {
+		h.obs.CacheError("set")
+		h.log.Warn("cache store failed", "key", key, "err", err)
+	}
+}
+
+// recoverPanic logs and counts a panic in a goroutine of the handler's own;
+// use it deferred.
+func (h *Handler) recoverPanic(what string) {
+	if v := recover(); v != nil {
+		h.obs.Panic()
+		h.log.Error("panic recovered", "in", what, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	}
+}
+
+// logUnrecognised logs, at warn, every reply calloutd could not read, so
+// the admin can add it to a route's rules and the corpus can grow.
+func (h *Handler) logUnrecognised(req *policyd.Request, out *callout.Outcome) {
+	for _, a := range out.Attempts {
+		if a.Result.Class.Meaning == callout.MeansUnrecognised {
+			h.log.Warn("backend reply not recognised, treated as no answer", "recipient", req.Recipient,
+				"route", a.Route, "server", a.Server, "reply", policyd.Text(a.Result.Reply.String(), ""))
+		}
+	}
 }
 
 // logVerdict writes the one line per verdict an admin greps for.
@@ -130,6 +235,9 @@ func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.E
 	)
 	if e.Code != 0 {
 		attrs = append(attrs, slog.Int("reply_code", e.Code), slog.String("reply", e.Text))
+	}
+	if e.Reason != "" {
+		attrs = append(attrs, slog.String("reason", e.Reason))
 	}
 	if out != nil {
 		attrs = append(attrs, slog.Int("attempts", len(out.Attempts)))

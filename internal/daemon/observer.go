@@ -21,7 +21,11 @@ type Observer interface {
 	Verdict(v callout.Verdict, source string)
 	// CalloutBegin and CalloutEnd bracket one verification.
 	CalloutBegin()
+	// CalloutEnd counts the attempts, the replies by their meaning, and
+	// the failures.
 	CalloutEnd(out *callout.Outcome, d time.Duration)
+	// Panic counts a panic recovered while answering.
+	Panic()
 }
 
 type nopObserver struct{}
@@ -32,3 +36,4 @@ func (nopObserver) CacheError(string)                          {}
 func (nopObserver) Verdict(callout.Verdict, string)            {}
 func (nopObserver) CalloutBegin()                              {}
 func (nopObserver) CalloutEnd(*callout.Outcome, time.Duration) {}
+func (nopObserver) Panic()                                     {}

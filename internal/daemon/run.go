@@ -53,30 +53,48 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// NewRouting builds the routes and policy of cfg. trace, if not nil, sees
-// every SMTP line (debug logging, the tester).
+// NewRouting builds the routes and policy of cfg: each route asks its
+// servers with its own settings and answers with its own policy. trace, if
+// not nil, sees every SMTP line (debug logging, the tester).
 func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
 	client := &callout.Client{
-		HeloName:       cfg.Callout.HeloName,
-		MailFrom:       cfg.Callout.MailFrom,
-		ConnectTimeout: cfg.Callout.ConnectTimeout.D(),
-		CommandTimeout: cfg.Callout.CommandTimeout.D(),
-		Trace:          trace,
+		Settings: callout.Settings{
+			HeloName:       cfg.Callout.HeloName,
+			MailFrom:       cfg.Callout.MailFrom,
+			ConnectTimeout: cfg.Callout.ConnectTimeout.D(),
+			CommandTimeout: cfg.Callout.CommandTimeout.D(),
+		},
+		Trace: trace,
+	}
+	rt := &Routing{
+		Policy: policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL),
+		routes: make(map[string]*Policy, len(cfg.Routes)),
 	}
 	routes := make([]callout.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
-		routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.Servers}
+		e := &r.Effective
+		routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.Servers, Settings: &callout.Settings{
+			HeloName:       e.Callout.HeloName,
+			MailFrom:       e.Callout.MailFrom,
+			ConnectTimeout: e.Callout.ConnectTimeout.D(),
+			CommandTimeout: e.Callout.CommandTimeout.D(),
+			Rules:          e.Rules,
+		}}
+		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL)
+		rt.routes[r.Name] = &p
 	}
-	return &Routing{
-		Verifier: callout.NewVerifier(client, routes),
-		Policy: Policy{
-			RequestTimeout:   cfg.Callout.RequestTimeout.D(),
-			DeferUnreachable: cfg.Callout.UnreachableAction == "defer",
-			DeferTempfail:    cfg.Callout.TempfailAction == "defer",
-			PositiveTTL:      cfg.Cache.PositiveTTL.D(),
-			NegativeTTL:      cfg.Cache.NegativeTTL.D(),
-			TempfailTTL:      cfg.Cache.TempfailTTL.D(),
-		},
+	rt.Verifier = callout.NewVerifier(client, routes)
+	return rt
+}
+
+func policyOf(co *config.Callout, positive, negative, tempfail config.Duration) Policy {
+	return Policy{
+		RequestTimeout:   co.RequestTimeout.D(),
+		DeferUnreachable: co.UnreachableAction == "defer",
+		DeferTempfail:    co.TempfailAction == "defer",
+		PositiveTTL:      positive.D(),
+		NegativeTTL:      negative.D(),
+		TempfailTTL:      tempfail.D(),
 	}
 }
 
@@ -116,7 +134,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	d.cfg.Store(cfg)
 	d.metrics = metrics.New(o.Version, store)
 	d.handler = NewHandler(store, NewRouting(cfg, d.tracer()), d.log, d.metrics)
-	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState}
+	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState, Panicked: d.metrics.Panic}
 	return d, nil
 }
 
@@ -277,6 +295,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 		return nil
 	})
 	err := g.Wait()
+	d.handler.Wait()
 	d.store.Close()
 	return err
 }
@@ -285,6 +304,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 // peer closes it.
 func (d *Daemon) ServeConn(c net.Conn) {
 	d.server.ServeConn(c)
+	d.handler.Wait()
 	d.store.Close()
 }
 

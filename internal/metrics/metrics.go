@@ -30,6 +30,8 @@ type Metrics struct {
 	calloutsInFlight prometheus.Gauge
 	backendAttempts  *prometheus.CounterVec
 	backendFailures  *prometheus.CounterVec
+	backendReplies   *prometheus.CounterVec
+	panics           prometheus.Counter
 	attemptDuration  *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
 	reloadOK         prometheus.Gauge
@@ -91,8 +93,16 @@ func New(version string, cache CacheStats) *Metrics {
 		}, []string{"server"}),
 		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "backend_failures_total",
-			Help: "Backend servers that could not answer, by server and reason (connect, timeout, greeting, hello, mail, rcpt, protocol, closed, canceled, other).",
+			Help: "Backend servers that could not answer about the recipient, by server and reason: connect, timeout, greeting, hello, mail, protocol, closed, canceled, other; or, for a reply to RCPT TO that refused us, its reason (relay_denied, client_refused, helo_refused, sender_refused, policy, rate_limited, closing) or unrecognised.",
 		}, []string{"server", "reason"}),
+		backendReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "backend_replies_total",
+			Help: "Replies to RCPT TO, by server, meaning (exists, unknown, temporary, refused, unrecognised, ignored) and reason (accepted, no_such_user, disabled, moved, admin, greylisted, rate_limited, quota, too_many_recipients, temporary, relay_denied, client_refused, helo_refused, sender_refused, policy, closing, protocol, unrecognised, ignored).",
+		}, []string{"server", "meaning", "reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "panics_total",
+			Help: "Panics recovered while answering a request; the request was answered DUNNO and the daemon lived on. Any increase is a bug: please report it with the logged stack.",
+		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
@@ -107,7 +117,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
-		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.attemptDuration,
+		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration,
 		m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
@@ -197,7 +207,13 @@ func (m *Metrics) CalloutEnd(out *callout.Outcome, d time.Duration) {
 	for _, a := range out.Attempts {
 		m.backendAttempts.WithLabelValues(a.Server).Inc()
 		m.attemptDuration.WithLabelValues(a.Server).Observe(a.Duration.Seconds())
-		if a.Err != nil {
+		c := a.Result.Class
+		if c.Meaning != 0 {
+			m.backendReplies.WithLabelValues(a.Server, c.Meaning.String(), c.Reason).Inc()
+		}
+		// A reply the route's ignore_replies matched is the admin's
+		// choice, not a failing server.
+		if a.Err != nil && c.Meaning != callout.MeansIgnored {
 			m.backendFailures.WithLabelValues(a.Server, reason(a.Err)).Inc()
 		}
 	}
@@ -213,6 +229,9 @@ func reason(err error) string {
 	}
 	return "other"
 }
+
+// Panic implements daemon.Observer.
+func (m *Metrics) Panic() { m.panics.Inc() }
 
 // ConnState counts open policy connections (policyd.Server.ConnState).
 func (m *Metrics) ConnState(delta int) { m.policyConns.Add(float64(delta)) }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,9 +58,10 @@ func touchAll(m *Metrics) {
 		Verdict: callout.Valid, Route: "r", Server: "b:25",
 		Attempts: []callout.Attempt{
 			{Route: "r", Server: "a:25", Err: &callout.Error{Server: "a:25", Stage: callout.StageConnect, Err: syscall.ECONNREFUSED}},
-			{Route: "r", Server: "b:25"},
+			{Route: "r", Server: "b:25", Result: callout.Result{Verdict: callout.Valid, Class: callout.Classification{Meaning: callout.MeansExists, Reason: callout.ReasonAccepted}}},
 		},
 	}, time.Millisecond)
+	m.Panic()
 	m.ConnState(+1)
 	m.Reloaded(true)
 }
@@ -122,7 +124,12 @@ func knownValues() map[string][]string {
 		"source":         {"cache", "callout"},
 		"op":             {"get", "set"},
 		"result":         {"success", "failure"},
-		"reason":         {"connect", "timeout", "greeting", "hello", "mail", "rcpt", "protocol", "closed", "canceled", "other"},
+		"reason": {"connect", "timeout", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
+			// replies to RCPT TO (callout.Classify)
+			"accepted", "no_such_user", "disabled", "moved", "admin", "greylisted", "rate_limited", "quota",
+			"too_many_recipients", "temporary", "relay_denied", "client_refused", "helo_refused", "sender_refused",
+			"policy", "closing", "unrecognised", "ignored"},
+		"meaning": {"exists", "unknown", "temporary", "refused", "unrecognised", "ignored"},
 	}
 }
 
@@ -544,6 +551,18 @@ func TestCalloutEndNoVerdict(t *testing.T) {
 	}
 }
 
+// rcptErr is the error a probe returns for a reply to RCPT TO that says
+// nothing about the recipient.
+func rcptErr(line string) error {
+	rep, err := callout.ReadReply(bufio.NewReader(strings.NewReader(line + "\r\n")))
+	if err != nil {
+		panic(err)
+	}
+	rcpt, _ := callout.ParseAddress("bob@example.test")
+	_, err = callout.ResultOf("x:25", rcpt, rep, callout.Classify(rep))
+	return err
+}
+
 func TestBackendFailureReason(t *testing.T) {
 	cerr := func(stage callout.Stage, err error, code int) *callout.Error {
 		e := &callout.Error{Server: "s", Stage: stage, Err: err}
@@ -563,7 +582,9 @@ func TestBackendFailureReason(t *testing.T) {
 		{"greeting 554", cerr(callout.StageGreeting, nil, 554), "greeting"},
 		{"ehlo and helo refused", cerr(callout.StageHello, nil, 502), "hello"},
 		{"mail from refused", cerr(callout.StageMail, nil, 553), "mail"},
-		{"rcpt 421", cerr(callout.StageRcpt, nil, 421), "rcpt"},
+		{"rcpt 421", rcptErr("421 4.4.2 timeout exceeded"), "closing"},
+		{"rcpt relay denied", rcptErr("550 relay not permitted"), "relay_denied"},
+		{"rcpt unrecognised", rcptErr("550 Requested action not taken: mailbox unavailable"), "unrecognised"},
 		{"garbage", cerr(callout.StageGreeting, fmt.Errorf("%w: no code", callout.ErrMalformedReply), 0), "protocol"},
 		{"hung up", cerr(callout.StageHello, io.EOF, 0), "closed"},
 		{"forced shutdown", cerr(callout.StageMail, context.Canceled, 0), "canceled"},
