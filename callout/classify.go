@@ -126,7 +126,7 @@ func (r *Rules) Classify(rep Reply) Classification {
 //     unknown (disabled). 5.4.1 "Recipient address rejected" (Microsoft 365
 //     Directory Based Edge Blocking): unknown.
 //   - 5.7.x: refused (policy, or rate_limited). 5.1.0, 5.1.7, 5.1.8:
-//     refused (sender). 5.1.2: refused (the domain is not served: relay).
+//     refused (sender). 5.1.2: refused (the domain is not served: relay). 5.3.2: refused (client).
 //     5.5.x: refused (protocol).
 //   - Any other 5xx, with no or another enhanced code: unknown only when
 //     the text says so ("User unknown", "No such user", "does not exist",
@@ -142,6 +142,10 @@ func Classify(rep Reply) Classification {
 		return Classification{MeansRefused, ReasonClosing}
 	}
 	text := strings.ToLower(rep.Text())
+	if rep.Class() == 4 && hasAny(text, greylistWords) {
+		// postgrey behind Postfix says "Client host rejected: Greylisted".
+		return Classification{MeansTemporary, ReasonGreylisted}
+	}
 	if reason := refusalByText(text); reason != "" {
 		return Classification{MeansRefused, reason}
 	}
@@ -152,7 +156,16 @@ func Classify(rep Reply) Classification {
 	if rep.Class() == 4 {
 		return Classification{MeansTemporary, temporaryReason(enh, text)}
 	}
-	// 5xx from here on.
+	// 5xx from here on. A rate limit refuses us, whatever its code says:
+	// Gmail answers "550 5.2.1 ... receiving mail at a rate that prevents
+	// additional messages" for a mailbox that exists.
+	if hasAny(text, rateWords) {
+		return Classification{MeansRefused, ReasonRateLimited}
+	}
+	if rep.Code >= 500 && rep.Code <= 504 {
+		// Syntax errors and bad sequences: about our command.
+		return Classification{MeansRefused, ReasonProtocol}
+	}
 	if rep.Code == 552 || enh == "5.2.2" {
 		reason := ReasonQuota
 		if enh == "5.5.3" || strings.Contains(text, "too many recipients") {
@@ -162,7 +175,14 @@ func Classify(rep Reply) Classification {
 		}
 		return Classification{MeansTemporary, reason}
 	}
+	if rep.Code == 551 && (enh == "" || strings.HasPrefix(enh, "5.1.")) {
+		return Classification{MeansUnknown, ReasonMoved} // "551 User not local; please try <...>"
+	}
 	switch enh {
+	case "5.3.2":
+		// System not accepting network messages: postscreen's block of
+		// the client.
+		return Classification{MeansRefused, ReasonClientRefused}
 	case "5.1.1", "5.1.10":
 		return Classification{MeansUnknown, ReasonNoSuchUser}
 	case "5.1.6":
@@ -193,9 +213,6 @@ func Classify(rep Reply) Classification {
 	if hasAny(text, unknownWords) {
 		return Classification{MeansUnknown, reasonUnknownDefault}
 	}
-	if rep.Code == 551 && enh == "" {
-		return Classification{MeansUnknown, ReasonMoved}
-	}
 	return Classification{MeansUnrecognised, ReasonUnrecognised}
 }
 
@@ -208,8 +225,8 @@ var (
 		"banned sending ip", "listed at ", "your ip address", "reverse dns", "client not authorized",
 		"connection refused by policy", "service unavailable; client"}
 	heloWords   = []string{"helo command rejected", "ehlo command rejected", "invalid helo", "helo name"}
-	senderWords = []string{"sender address rejected", "sender verify failed", "sender verification failed",
-		"null sender", "bounce messages not accepted"}
+	senderWords = []string{"sender address", "sender verify failed", "sender verification failed",
+		"sender domain", "null sender", "bounce messages not accepted"}
 	relayWords = []string{"relay access denied", "relay not permitted", "relaying denied", "unable to relay",
 		"relay denied", "not permitted to relay", "relaying not allowed", "relaying is not allowed",
 		"relaying disallowed", "no relaying", "we do not relay", "allowed rcpthosts", "tenantattribution",
@@ -217,9 +234,12 @@ var (
 		// The domain, not the mailbox: the backend does not serve it.
 		"domain does not exist", "domain not found", "no such domain", "unknown domain", "domain unknown",
 		"host unknown", "not a local domain", "domain is not local"}
-	policyWords = []string{"administrative prohibition", "rejected by policy", "prohibited by policy"}
-	rateWords   = []string{"rate limit", "rate exceeded", "ratelimit", "rate-limit", "sending rate",
-		"too many connections", "too many messages", "too many errors", "throttl", "try again in a moment"}
+	policyWords = []string{"administrative prohibition", "rejected by policy", "prohibited by policy",
+		"security polic", "restricted characters in address"}
+	rateWords = []string{"rate limit", "rate exceeded", "ratelimit", "rate-limit", "sending rate",
+		"too many connections", "too many messages", "too many errors", "throttl", "try again in a moment",
+		"too many recipients from", "too many concurrent", "too quickly", "at a rate", "server busy",
+		"maximum number of recipients"}
 	greylistWords = []string{"greylist", "graylist", "grey-list", "gray-list", "grey list", "gray list"}
 	quotaWords    = []string{"quota", "mailbox full", "mailbox is full", "over quota",
 		"out of storage", "storage limit", "mailbox size limit", "insufficient storage"}
@@ -234,7 +254,7 @@ var (
 		"unknown recipient", "user not found", "address not found", "address unknown",
 		"unknown address", "not listed in", "recipientnotfound", "not a valid mailbox",
 		"recipient does not exist", "no such local user", "user not known", "addressee unknown",
-		"mailbox unknown", "unknown mailbox"}
+		"mailbox unknown", "unknown mailbox", "user doesn't have"}
 )
 
 // refusalByText returns the refused reason text names, or "".
@@ -259,12 +279,12 @@ func temporaryReason(enh, text string) string {
 	switch {
 	case enh == "4.2.2" || hasAny(text, quotaWords):
 		return ReasonQuota
-	case enh == "4.5.3" || strings.Contains(text, "too many recipients"):
-		return ReasonTooManyRecipients
 	case hasAny(text, greylistWords):
 		return ReasonGreylisted
 	case hasAny(text, rateWords):
 		return ReasonRateLimited
+	case enh == "4.5.3" || strings.Contains(text, "too many recipients"):
+		return ReasonTooManyRecipients
 	}
 	return ReasonTemporary
 }
@@ -280,7 +300,7 @@ func trailingEnhanced(text string, class int) string {
 	if end < 0 {
 		return ""
 	}
-	code := text[i+2 : i+end]
+	code, _, _ := strings.Cut(text[i+2:i+end], " ")
 	if !IsEnhancedCode(code) || int(code[0]-'0') != class {
 		return ""
 	}

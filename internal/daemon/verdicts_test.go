@@ -51,7 +51,7 @@ func TestRealBackendDialogues(t *testing.T) {
 				"550-5.1.1 double-checking the recipient's email address for typos or\r\n" +
 				"550-5.1.1 unnecessary spaces. For more information, go to\r\n" +
 				"550 5.1.1  https://support.google.com/mail/?p=NoSuchUser a1si1234567qkb.1 - gsmtp",
-			want: "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. For more information, go to https://support.google.c",
+			want:   "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. For more information, go to https://support.google.c",
 			reason: "no_such_user"},
 		{name: "mailbox full", rcpt: "552 5.2.2 <bob@example.test>: Recipient address rejected: Mailbox full",
 			want: "DEFER_IF_PERMIT 4.2.2 Mailbox full", reason: "quota"},
