@@ -119,19 +119,23 @@ func (r *Rules) Classify(rep Reply) Classification {
 //     refusals at RCPT, and they would otherwise reject every recipient of
 //     the domain.
 //   - Other 4xx: temporary (greylisted, rate_limited, quota,
-//     too_many_recipients or temporary).
+//     too_many_recipients or temporary); a 4xx that says it greylists is
+//     temporary even when worded as a client rejection (postgrey).
+//   - A 5xx that names a rate limit: refused (rate_limited), whatever its
+//     enhanced code (Gmail: "550 5.2.1 ... receiving mail at a rate").
+//     500 to 504: refused (protocol).
 //   - 552 or 5.2.2: temporary quota; RFC 5321 4.5.3.1.10 says a 552 at RCPT
 //     is to be treated as 452.
 //   - 5.1.1, 5.1.10 (Exchange): unknown. 5.1.6: unknown (moved). 5.2.1:
-//     unknown (disabled). 5.4.1 "Recipient address rejected" (Microsoft 365
+//     unknown (disabled). 551: unknown (moved). 5.4.1 "Recipient address rejected" (Microsoft 365
 //     Directory Based Edge Blocking): unknown.
-//   - 5.7.x: refused (policy, or rate_limited). 5.1.0, 5.1.7, 5.1.8:
-//     refused (sender). 5.1.2: refused (the domain is not served: relay). 5.3.2: refused (client).
+//   - 5.7.x: refused (policy). 5.1.0, 5.1.7, 5.1.8: refused (sender).
+//     5.1.2: refused (the domain is not served: relay). 5.3.2: refused
+//     (client: postscreen).
 //     5.5.x: refused (protocol).
 //   - Any other 5xx, with no or another enhanced code: unknown only when
 //     the text says so ("User unknown", "No such user", "does not exist",
-//     "Unrouteable address", ...), or 551 (user not local: moved); else
-//     unrecognised.
+//     "Unrouteable address", ...); else unrecognised.
 func Classify(rep Reply) Classification {
 	switch {
 	case rep.Class() == 2:

@@ -239,3 +239,24 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkClassify reads a Gmail multi-line unknown and a Postfix
+// relay refusal: the cost a callout adds to read its reply.
+func BenchmarkClassify(b *testing.B) {
+	var reps []Reply
+	for _, s := range []string{
+		"550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n550 5.1.1  https://support.google.com/mail/?p=NoSuchUser - gsmtp\r\n",
+		"554 5.7.1 <bob@example.com>: Relay access denied\r\n",
+		"550 Requested action not taken: mailbox unavailable\r\n",
+	} {
+		rep, err := ReadReply(bufio.NewReader(strings.NewReader(s)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		reps = append(reps, rep)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = Classify(reps[i%len(reps)])
+	}
+}

@@ -107,15 +107,12 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	}
 	key := cache.Key(rcpt.Local, rcpt.Domain)
 	// One budget for the whole verdict, cache included: the first route's
-	// request_timeout.
+	// request_timeout, from the request's start.
 	budget := rt.PolicyFor(routes[0].Name).RequestTimeout
-	vctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
+	deadline := start.Add(budget)
 	ctimeout := cacheTimeout(budget)
 
-	gctx, gcancel := context.WithTimeout(vctx, ctimeout)
-	e, ok, err := h.store.Get(gctx, key)
-	gcancel()
+	e, ok, err := h.lookup(ctx, key, ctimeout)
 	if err != nil {
 		ok = false
 		h.obs.CacheError("get")
@@ -141,7 +138,9 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 
 	h.obs.CalloutBegin()
 	cstart := h.now()
+	vctx, cancel := context.WithDeadline(ctx, deadline)
 	out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
+	cancel()
 	h.obs.CalloutEnd(&out, h.now().Sub(cstart))
 	h.obs.Verdict(out.Verdict, "callout")
 	h.logUnrecognised(req, &out)
@@ -152,6 +151,18 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
 	return action
+}
+
+// lookup asks the store within timeout. The memory store never blocks, so
+// it is asked without a deadline of its own: a timer per cached answer
+// would double its cost.
+func (h *Handler) lookup(ctx context.Context, key string, timeout time.Duration) (cache.Entry, bool, error) {
+	if h.inline {
+		return h.store.Get(ctx, key)
+	}
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return h.store.Get(gctx, key)
 }
 
 // policy is the policy of the route that decided, or of the first route
@@ -170,7 +181,10 @@ func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
 		return
 	}
 	if h.inline {
-		h.set(key, e, ttl, timeout)
+		if err := h.store.Set(context.Background(), key, e, ttl); err != nil {
+			h.obs.CacheError("set")
+			h.log.Warn("cache store failed", "key", key, "err", err)
+		}
 		return
 	}
 	if h.inFlight.Add(1) > maxWrites {
