@@ -128,11 +128,7 @@ func TestClassifyRefusalsWin(t *testing.T) {
 		"550 Domain does not exist",
 		"550 5.7.1 Recipient address rejected: Access denied",
 	} {
-		rep, err := ReadReply(bufio.NewReader(strings.NewReader(line + "\r\n")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := Classify(rep); c.Meaning == MeansUnknown {
+		if c := Classify(parseReply(t, line)); c.Meaning == MeansUnknown {
 			t.Errorf("Classify(%q) = %v, want anything but unknown", line, c)
 		}
 	}
@@ -178,14 +174,20 @@ func TestClassifyCodes(t *testing.T) {
 		{"550", Classification{MeansUnrecognised, ReasonUnrecognised}},
 	}
 	for _, tc := range tests {
-		rep, err := ReadReply(bufio.NewReader(strings.NewReader(tc.reply + "\r\n")))
-		if err != nil {
-			t.Fatalf("%q: %v", tc.reply, err)
-		}
-		if got := Classify(rep); got != tc.want {
+		if got := Classify(parseReply(t, tc.reply)); got != tc.want {
 			t.Errorf("Classify(%q) = %v, want %v", tc.reply, got, tc.want)
 		}
 	}
+}
+
+// parseReply reads one reply written as on the wire, without its last CRLF.
+func parseReply(tb testing.TB, s string) Reply {
+	tb.Helper()
+	rep, err := ReadReply(bufio.NewReader(strings.NewReader(s + "\r\n")))
+	if err != nil {
+		tb.Fatalf("%q: %v", s, err)
+	}
+	return rep
 }
 
 func TestRulesWin(t *testing.T) {
@@ -206,11 +208,7 @@ func TestRulesWin(t *testing.T) {
 		{"550-5.7.1 bob\r\n550 5.7.1 is not a user here", Classification{MeansUnknown, ReasonAdmin}},
 	}
 	for _, tc := range tests {
-		rep, err := ReadReply(bufio.NewReader(strings.NewReader(tc.reply + "\r\n")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := r.Classify(rep); got != tc.want {
+		if got := r.Classify(parseReply(t, tc.reply)); got != tc.want {
 			t.Errorf("Rules.Classify(%q) = %v, want %v", tc.reply, got, tc.want)
 		}
 	}
