@@ -179,7 +179,7 @@ func Classify(rep Reply) Classification {
 		}
 		return Classification{MeansTemporary, reason}
 	}
-	if rep.Code == 551 && (enh == "" || strings.HasPrefix(enh, "5.1.")) {
+	if rep.Code == 551 && (enh == "5.1.1" || enh == "5.1.6" || enh == "" && hasAny(text, movedWords)) {
 		return Classification{MeansUnknown, ReasonMoved} // "551 User not local; please try <...>"
 	}
 	switch enh {
@@ -192,6 +192,12 @@ func Classify(rep Reply) Classification {
 	case "5.1.6":
 		return Classification{MeansUnknown, ReasonMoved}
 	case "5.2.1":
+		switch {
+		case hasAny(text, quotaWords):
+			return Classification{MeansTemporary, ReasonQuota}
+		case strings.Contains(text, "temporar") || strings.Contains(text, "try later") || strings.Contains(text, "try again"):
+			return Classification{MeansTemporary, ReasonTemporary}
+		}
 		return Classification{MeansUnknown, ReasonDisabled}
 	case "5.4.1":
 		if strings.Contains(text, "recipient address rejected") {
@@ -226,9 +232,11 @@ func Classify(rep Reply) Classification {
 // reasons") and so is not a sign of an unknown user.
 var (
 	clientWords = []string{"client host rejected", "client host blocked", "blocked using ",
-		"banned sending ip", "listed at ", "your ip address", "reverse dns", "client not authorized",
-		"connection refused by policy", "service unavailable; client"}
-	heloWords   = []string{"helo command rejected", "ehlo command rejected", "invalid helo", "helo name"}
+		"banned sending ip", "listed at ", "your ip", "reverse dns", "client not authorized",
+		"connection refused by policy", "service unavailable; client", "ptr record", "spf",
+		"whitelist", "allow list", "allowlist", "authentication required", "not authenticated"}
+	heloWords = []string{"helo command rejected", "ehlo command rejected", "invalid helo", "helo name",
+		"helo hostname", "hostname in helo"}
 	senderWords = []string{"sender address", "sender verify failed", "sender verification failed",
 		"sender domain", "null sender", "bounce messages not accepted"}
 	relayWords = []string{"relay access denied", "relay not permitted", "relaying denied", "unable to relay",
@@ -237,7 +245,8 @@ var (
 		"relay prohibited", "not local host",
 		// The domain, not the mailbox: the backend does not serve it.
 		"domain does not exist", "domain not found", "no such domain", "unknown domain", "domain unknown",
-		"host unknown", "not a local domain", "domain is not local"}
+		"host unknown", "not a local domain", "domain is not local", "mx for rcpt domain",
+		"must specify a domain"}
 	policyWords = []string{"administrative prohibition", "rejected by policy", "prohibited by policy",
 		"security polic", "restricted characters in address"}
 	rateWords = []string{"rate limit", "rate exceeded", "ratelimit", "rate-limit", "sending rate",
@@ -247,31 +256,34 @@ var (
 	greylistWords = []string{"greylist", "graylist", "grey-list", "gray-list", "grey list", "gray list"}
 	quotaWords    = []string{"quota", "mailbox full", "mailbox is full", "over quota",
 		"out of storage", "storage limit", "mailbox size limit", "insufficient storage"}
+	movedWords    = []string{"not local", "please try", "forward", "moved"}
 	disabledWords = []string{"account is disabled", "account disabled", "mailbox disabled",
 		"mailbox is disabled", "user disabled", "account has been disabled", "mailbox is inactive",
 		"account is inactive", "inactive user", "account inactive", "account suspended", "mailbox suspended"}
 	unknownWords = []string{"user unknown", "unknown user", "unknown local part", "unknown local-part",
 		"no such user", "no such recipient", "no such mailbox", "no such address", "no such account",
 		"no mailbox here", "mailbox not found", "mailbox does not exist", "mailbox doesn't exist",
-		"does not exist", "doesn't exist", "unrouteable address", "unroutable address",
+		"mailbox does not exist", "user does not exist", "recipient does not exist", "address does not exist",
+		"account does not exist", "user doesn't exist", "address doesn't exist", "account doesn't exist",
+		"email account that you tried to reach does not exist", "unrouteable address", "unroutable address",
 		"invalid recipient", "invalid mailbox", "recipient not found", "recipient unknown",
 		"unknown recipient", "user not found", "address not found", "address unknown",
-		"unknown address", "not listed in", "recipientnotfound", "not a valid mailbox",
-		"recipient does not exist", "no such local user", "user not known", "addressee unknown",
+		"unknown address", "not listed in public name", "not listed in domino directory", "recipientnotfound",
+		"not a valid mailbox", "no such local user", "user not known", "addressee unknown",
 		"mailbox unknown", "unknown mailbox", "user doesn't have"}
 )
 
 // refusalByText returns the refused reason text names, or "".
 func refusalByText(text string) string {
 	switch {
+	case hasAny(text, relayWords):
+		return ReasonRelayDenied
 	case hasAny(text, clientWords):
 		return ReasonClientRefused
 	case hasAny(text, heloWords):
 		return ReasonHeloRefused
 	case hasAny(text, senderWords):
 		return ReasonSenderRefused
-	case hasAny(text, relayWords):
-		return ReasonRelayDenied
 	case hasAny(text, policyWords):
 		return ReasonPolicy
 	}

@@ -127,6 +127,19 @@ func TestClassifyRefusalsWin(t *testing.T) {
 		"550 User unknown; Client host rejected: blocked using zen.spamhaus.org",
 		"550 Domain does not exist",
 		"550 5.7.1 Recipient address rejected: Access denied",
+		// Found by review: refusals of the gateway worded like "unknown".
+		"511 sorry, can't find a valid MX for rcpt domain (#5.1.1 - chkuser)",
+		"511 sorry, you must specify a domain (#5.1.1 - chkuser)",
+		"550 Your HELO hostname does not exist",
+		"550 PTR record for your IP does not exist",
+		"550 SPF: example.net SPF record does not exist",
+		"550 Your IP is not listed in our allowed senders",
+		"554 Your IP 192.0.2.1 not listed in relay whitelist",
+		"550 Authentication required: user does not exist",
+		"550 5.2.1 Account over quota",
+		"550 5.2.1 Mailbox temporarily disabled, try later",
+		"551 Not our customer",
+		"551 Authentication required",
 	} {
 		if c := Classify(parseReply(t, line)); c.Meaning == MeansUnknown {
 			t.Errorf("Classify(%q) = %v, want anything but unknown", line, c)

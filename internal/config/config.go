@@ -257,6 +257,16 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// MaxRequestTimeout is the longest verdict budget of any route (or the
+// global one): how long a shutdown waits for requests in flight.
+func (c *Config) MaxRequestTimeout() time.Duration {
+	d := c.Callout.RequestTimeout.D()
+	for i := range c.Routes {
+		d = max(d, c.Routes[i].Effective.Callout.RequestTimeout.D())
+	}
+	return d
+}
+
 // validateCallout checks a [callout] table, or a route's view of it; prefix
 // names where the keys are ("callout.", "route[2].").
 func validateCallout(prefix string, co *Callout) error {

@@ -49,6 +49,8 @@ type Handler struct {
 
 	writes   sync.WaitGroup
 	inFlight atomic.Int32
+	closeMu  sync.RWMutex // closed and writes.Add against Wait
+	closed   bool
 }
 
 // NewHandler returns a Handler over store with the given routing. obs may
@@ -70,8 +72,14 @@ func (h *Handler) SetRouting(r *Routing) { h.routing.Store(r) }
 // Routing returns the routes and policy in force.
 func (h *Handler) Routing() *Routing { return h.routing.Load() }
 
-// Wait waits for the cache writes in flight (before the store is closed).
-func (h *Handler) Wait() { h.writes.Wait() }
+// Wait waits for the cache writes in flight, before the store is closed;
+// a handler still answering after it (a drain that ran out) writes nothing.
+func (h *Handler) Wait() {
+	h.closeMu.Lock()
+	h.closed = true
+	h.closeMu.Unlock()
+	h.writes.Wait()
+}
 
 // HandlePolicy implements policyd.Handler.
 func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) policyd.Action {
@@ -180,6 +188,11 @@ func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
 	if ttl <= 0 {
 		return
 	}
+	h.closeMu.RLock()
+	defer h.closeMu.RUnlock()
+	if h.closed {
+		return
+	}
 	if h.inline {
 		if err := h.store.Set(context.Background(), key, e, ttl); err != nil {
 			h.obs.CacheError("set")
@@ -262,7 +275,8 @@ func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.E
 	h.log.LogAttrs(context.Background(), slog.LevelInfo, "verdict", attrs...)
 }
 
-// routesFingerprint hashes the names and servers of routes (FNV-1a), the
+// routesFingerprint hashes the names, servers, HELO, sender and reply rules
+// of routes (FNV-1a), the
 // same on every node with the same configuration.
 func routesFingerprint(routes []*callout.Route) uint64 {
 	h := uint64(14695981039346656037)
@@ -278,6 +292,21 @@ func routesFingerprint(routes []*callout.Route) uint64 {
 		add(r.Name)
 		for _, s := range r.Servers {
 			add(s)
+		}
+		// What the servers are asked and how their replies are read: an
+		// admin who fixes a misread reply with ignore_replies, or a
+		// mail_from a backend refused, must not keep getting the old 550.
+		if st := r.Settings; st != nil {
+			add(st.HeloName)
+			add(st.MailFrom)
+			if st.Rules != nil {
+				for _, re := range st.Rules.Unknown {
+					add("u:" + re.String())
+				}
+				for _, re := range st.Rules.Ignore {
+					add("i:" + re.String())
+				}
+			}
 		}
 	}
 	return h

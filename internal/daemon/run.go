@@ -281,7 +281,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 		<-gctx.Done()
 		d.ready.Store(false)
 		d.log.Info("shutting down, draining policy connections")
-		sctx, cancel := context.WithTimeout(context.Background(), d.Config().Callout.RequestTimeout.D()+5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), d.Config().MaxRequestTimeout()+5*time.Second)
 		defer cancel()
 		if err := d.server.Shutdown(sctx); err != nil {
 			d.log.Warn("drain incomplete, connections closed", "err", err)
