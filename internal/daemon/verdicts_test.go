@@ -354,3 +354,33 @@ func scrape(t *testing.T, m *metrics.Metrics) string {
 	promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
 }
+
+// An admin who corrects a misread reply with ignore_replies and reloads
+// gets the recipient verified again, not the cached 550.
+func TestRulesChangeReverifiesNegativeVerdicts(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: func(string) string { return "550 5.1.1 Mailbox frozen by archiving" }})
+	load := func(extra string) *Routing {
+		cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf("[callout]\nhelo_name = \"gw.test\"\n[[route]]\nname = \"r\"\ndomains = [\"example.test\"]\nservers = [%q]\n%s", backend.Addr(), extra)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewRouting(cfg, nil)
+	}
+	h := NewHandler(cache.NewMemory(100), load(""), slog.New(slog.NewTextHandler(testWriter{t}, nil)), nil)
+	ask := func() string {
+		return string(h.HandlePolicy(context.Background(), &policyd.Request{ProtocolState: "RCPT", Recipient: "bob@example.test"}))
+	}
+	if got := ask(); got != "550 5.1.1 Mailbox frozen by archiving" {
+		t.Fatalf("first answer %q", got)
+	}
+	if got := ask(); !strings.HasSuffix(got, "(cached verdict)") {
+		t.Fatalf("second answer %q, want the cached 550", got)
+	}
+	h.SetRouting(load(`ignore_replies = ['frozen by archiving']`))
+	if got := ask(); got != "DUNNO" {
+		t.Errorf("after the rules changed: %q, want DUNNO from a fresh callout", got)
+	}
+	if n := backend.Count("RCPT"); n != 2 {
+		t.Errorf("backend saw %d RCPTs, want 2", n)
+	}
+}
