@@ -69,6 +69,17 @@ const (
 	reasonUnknownDefault = ReasonNoSuchUser // unknown by text alone
 )
 
+// MailboxCode reports whether an enhanced status code is one of those that
+// say a mailbox does not exist or takes no mail: 5.1.1, 5.1.6 (moved),
+// 5.1.10 (Exchange) and 5.2.1 (disabled).
+func MailboxCode(enhanced string) bool {
+	switch enhanced {
+	case "5.1.1", "5.1.6", "5.1.10", "5.2.1":
+		return true
+	}
+	return false
+}
+
 // Classification is a reply's Meaning and the Reason for it.
 type Classification struct {
 	Meaning Meaning

@@ -116,11 +116,7 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 		fmt.Fprintf(w, "  attempt  route %s, server %s, %s: %s\n", at.Route, at.Server, ms(at.Duration), res)
 	}
 	e := daemon.EntryOf(&out, start)
-	route := out.Route
-	if route == "" {
-		route = routes[0].Name
-	}
-	action := daemon.Decide(out.Verdict, &e, false, rt.PolicyFor(route))
+	action := daemon.Decide(out.Verdict, &e, false, rt.PolicyOf(out.Route, routes))
 	fmt.Fprintf(w, "  verdict  %s", out.Verdict)
 	if out.Route != "" {
 		fmt.Fprintf(w, " from route %s, server %s", out.Route, out.Server)

@@ -66,9 +66,7 @@ func Decide(v callout.Verdict, e *cache.Entry, cached bool, p *Policy) policyd.A
 		if code != 550 && code != 551 && code != 553 {
 			code = 550
 		}
-		switch enhanced {
-		case "5.1.1", "5.1.6", "5.1.10", "5.2.1":
-		default:
+		if !callout.MailboxCode(enhanced) {
 			enhanced = policyd.StatusBadMailbox
 		}
 		return policyd.Reject(code, enhanced, policyd.StatusBadMailbox, text("User unknown"))

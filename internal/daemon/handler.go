@@ -22,6 +22,7 @@ type Routing struct {
 	// own, with the route's overrides.
 	Policy Policy
 	routes map[string]*Policy // by route name
+	fps    map[string]uint64  // fingerprint of each route, by name
 }
 
 // PolicyFor returns route's policy, or the global one for a route that is
@@ -31,6 +32,30 @@ func (rt *Routing) PolicyFor(route string) *Policy {
 		return p
 	}
 	return &rt.Policy
+}
+
+// PolicyOf is the policy of the route that decided, or of the first of the
+// routes asked when none did (unreachable).
+func (rt *Routing) PolicyOf(route string, asked []*callout.Route) *Policy {
+	if route == "" {
+		route = asked[0].Name
+	}
+	return rt.PolicyFor(route)
+}
+
+// fingerprint combines the precomputed fingerprints of routes (see
+// routeFingerprint); it is the same on every node with the same
+// configuration.
+func (rt *Routing) fingerprint(routes []*callout.Route) uint64 {
+	h := uint64(14695981039346656037)
+	for _, r := range routes {
+		fp, ok := rt.fps[r.Name]
+		if !ok {
+			fp = routeFingerprint(r)
+		}
+		h = (h ^ fp) * 1099511628211
+	}
+	return h
 }
 
 // maxWrites bounds the cache writes in flight: a store that hangs must not
@@ -128,7 +153,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	} else {
 		h.obs.CacheLookup(ok)
 	}
-	fp := routesFingerprint(routes)
+	fp := rt.fingerprint(routes)
 	if ok && e.Verdict != callout.Valid.String() && e.Routes != fp {
 		// Reached under other routes (a reload since): a route added for
 		// a migration may hold the mailbox, so ask again.
@@ -137,7 +162,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
 			h.obs.Verdict(v, "cache")
-			action := Decide(v, &e, true, h.policy(rt, e.Route, routes))
+			action := Decide(v, &e, true, rt.PolicyOf(e.Route, routes))
 			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
 			return action
 		}
@@ -154,7 +179,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	h.logUnrecognised(req, &out)
 	e = EntryOf(&out, start)
 	e.Routes = fp
-	p := h.policy(rt, out.Route, routes)
+	p := rt.PolicyOf(out.Route, routes)
 	h.write(key, e, p.TTL(out.Verdict), ctimeout)
 	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
@@ -173,15 +198,6 @@ func (h *Handler) lookup(ctx context.Context, key string, timeout time.Duration)
 	return h.store.Get(gctx, key)
 }
 
-// policy is the policy of the route that decided, or of the first route
-// asked when none did (unreachable).
-func (h *Handler) policy(rt *Routing, route string, routes []*callout.Route) *Policy {
-	if route == "" {
-		route = routes[0].Name
-	}
-	return rt.PolicyFor(route)
-}
-
 // write stores a verdict without making Postfix wait: in the background,
 // within timeout, unless the store never blocks (memory).
 func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
@@ -194,10 +210,7 @@ func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
 		return
 	}
 	if h.inline {
-		if err := h.store.Set(context.Background(), key, e, ttl); err != nil {
-			h.obs.CacheError("set")
-			h.log.Warn("cache store failed", "key", key, "err", err)
-		}
+		h.set(context.Background(), key, e, ttl)
 		return
 	}
 	if h.inFlight.Add(1) > maxWrites {
@@ -211,13 +224,13 @@ func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
 		defer h.writes.Done()
 		defer h.inFlight.Add(-1)
 		defer h.recoverPanic("cache write")
-		h.set(key, e, ttl, timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		h.set(ctx, key, e, ttl)
 	}()
 }
 
-func (h *Handler) set(key string, e cache.Entry, ttl, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+func (h *Handler) set(ctx context.Context, key string, e cache.Entry, ttl time.Duration) {
 	if err := h.store.Set(ctx, key, e, ttl); err != nil {
 		h.obs.CacheError("set")
 		h.log.Warn("cache store failed", "key", key, "err", err)
@@ -275,10 +288,11 @@ func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.E
 	h.log.LogAttrs(context.Background(), slog.LevelInfo, "verdict", attrs...)
 }
 
-// routesFingerprint hashes the names, servers, HELO, sender and reply rules
-// of routes (FNV-1a), the
-// same on every node with the same configuration.
-func routesFingerprint(routes []*callout.Route) uint64 {
+// routeFingerprint hashes a route's name, servers, HELO, sender and reply
+// rules (FNV-1a): what it asks and how it reads the answers. An admin who
+// fixes a misread reply with ignore_replies, or a mail_from a backend
+// refused, must not keep getting the old 550.
+func routeFingerprint(r *callout.Route) uint64 {
 	h := uint64(14695981039346656037)
 	add := func(s string) {
 		for i := 0; i < len(s); i++ {
@@ -288,24 +302,19 @@ func routesFingerprint(routes []*callout.Route) uint64 {
 		h ^= 0xff // separator
 		h *= 1099511628211
 	}
-	for _, r := range routes {
-		add(r.Name)
-		for _, s := range r.Servers {
-			add(s)
-		}
-		// What the servers are asked and how their replies are read: an
-		// admin who fixes a misread reply with ignore_replies, or a
-		// mail_from a backend refused, must not keep getting the old 550.
-		if st := r.Settings; st != nil {
-			add(st.HeloName)
-			add(st.MailFrom)
-			if st.Rules != nil {
-				for _, re := range st.Rules.Unknown {
-					add("u:" + re.String())
-				}
-				for _, re := range st.Rules.Ignore {
-					add("i:" + re.String())
-				}
+	add(r.Name)
+	for _, s := range r.Servers {
+		add(s)
+	}
+	if st := r.Settings; st != nil {
+		add(st.HeloName)
+		add(st.MailFrom)
+		if st.Rules != nil {
+			for _, re := range st.Rules.Unknown {
+				add("u:" + re.String())
+			}
+			for _, re := range st.Rules.Ignore {
+				add("i:" + re.String())
 			}
 		}
 	}

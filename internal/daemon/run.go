@@ -69,6 +69,7 @@ func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
 	rt := &Routing{
 		Policy: policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL),
 		routes: make(map[string]*Policy, len(cfg.Routes)),
+		fps:    make(map[string]uint64, len(cfg.Routes)),
 	}
 	routes := make([]callout.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
@@ -82,6 +83,9 @@ func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
 		}}
 		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL)
 		rt.routes[r.Name] = &p
+	}
+	for i := range routes {
+		rt.fps[routes[i].Name] = routeFingerprint(&routes[i])
 	}
 	rt.Verifier = callout.NewVerifier(client, routes)
 	return rt
