@@ -19,6 +19,10 @@ type Entry struct {
 	// Routes fingerprints the routes (names and servers) that were asked,
 	// so a negative verdict is not served after the routes change.
 	Routes uint64
+	// Local marks an entry that describes this node only (an unreachable
+	// backend: this node's network). A shared store keeps it in the
+	// node's memory and never shares it.
+	Local bool `json:",omitempty"`
 	// Expires is set by Get: when the entry stops being served.
 	Expires time.Time
 }
@@ -43,6 +47,34 @@ type Store interface {
 // are best made in the background, so no answer waits for them.
 type Nonblocking interface {
 	Nonblocking()
+}
+
+// SelfBounded is implemented by stores that bound every call with their
+// own timeouts (the Redis store: dial and read timeouts), so a caller need
+// not wrap each lookup in a context deadline of its own.
+type SelfBounded interface {
+	SelfBounded()
+}
+
+// Flusher is implemented by stores that can forget many verdicts at once.
+type Flusher interface {
+	// Flush removes every verdict of domain (lower case, no trailing
+	// dot), or every verdict when domain is "", and returns how many it
+	// removed.
+	Flush(ctx context.Context, domain string) (int, error)
+}
+
+// Coalescer is implemented by shared stores, so that several nodes asked
+// about the same new address at the same moment make one callout.
+type Coalescer interface {
+	// Claim is called after a miss. When another node or request is
+	// verifying key, Claim waits for its verdict and returns it with ok
+	// true. Otherwise it returns ok false and the caller verifies; it must
+	// call release once its verdict is stored (or it gives up). lease
+	// bounds how long others wait on a caller that dies. Claim never
+	// returns a nil release, and on any failure of its own lets the
+	// caller verify.
+	Claim(ctx context.Context, key string, lease time.Duration) (e Entry, ok bool, release func())
 }
 
 // Key normalises an address ("local@domain") into a cache key: lower case,

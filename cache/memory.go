@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"math/bits"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,6 +136,15 @@ func (m *Memory) DeleteFunc(f func(key string) bool) int {
 		s.mu.Unlock()
 	}
 	return removed
+}
+
+// Flush implements Flusher.
+func (m *Memory) Flush(_ context.Context, domain string) (int, error) {
+	if domain == "" {
+		return m.DeleteFunc(func(string) bool { return true }), nil
+	}
+	suffix := "@" + domain
+	return m.DeleteFunc(func(k string) bool { return strings.HasSuffix(k, suffix) }), nil
 }
 
 // Len returns the number of entries held, expired ones included until they

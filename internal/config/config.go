@@ -57,7 +57,29 @@ type Cache struct {
 	PositiveTTL Duration `toml:"positive_ttl"`
 	NegativeTTL Duration `toml:"negative_ttl"`
 	TempfailTTL Duration `toml:"tempfail_ttl"`
+	Redis       Redis    `toml:"redis"`
 }
+
+// Redis is the [cache.redis] table, read when cache.store = "redis".
+type Redis struct {
+	// Addrs: one address is a single server, several a Cluster; with
+	// MasterName they are the Sentinels.
+	Addrs      []string `toml:"addrs"`
+	MasterName string   `toml:"master_name"`
+	Username   string   `toml:"username"`
+	// Password, when empty, is taken from CALLOUTD_REDIS_PASSWORD. It is
+	// never logged.
+	Password    string   `toml:"password"`
+	DB          int      `toml:"db"`
+	KeyPrefix   string   `toml:"key_prefix"`
+	TLS         bool     `toml:"tls"`
+	DialTimeout Duration `toml:"dial_timeout"`
+	ReadTimeout Duration `toml:"read_timeout"`
+}
+
+// PasswordEnv names the environment variable that supplies
+// cache.redis.password when the file leaves it empty.
+const PasswordEnv = "CALLOUTD_REDIS_PASSWORD"
 
 // Route is one [[route]] table. Any [callout] key and any cache TTL may be
 // set in a route, overriding the global one for that route; a key the route
@@ -122,6 +144,12 @@ func Default() *Config {
 			PositiveTTL: Duration(24 * time.Hour),
 			NegativeTTL: Duration(2 * time.Hour),
 			TempfailTTL: Duration(time.Minute),
+			Redis: Redis{
+				Addrs:       []string{"127.0.0.1:6379"},
+				KeyPrefix:   "calloutd:",
+				DialTimeout: Duration(time.Second),
+				ReadTimeout: Duration(200 * time.Millisecond),
+			},
 		},
 	}
 }
@@ -149,6 +177,9 @@ func Parse(name string, data []byte) (*Config, error) {
 			keys[i] = k.String()
 		}
 		return nil, fmt.Errorf("%s: unknown key %s", name, strings.Join(keys, ", "))
+	}
+	if c.Cache.Redis.Password == "" {
+		c.Cache.Redis.Password = os.Getenv(PasswordEnv)
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -209,7 +240,9 @@ func (c *Config) validate() error {
 	switch c.Cache.Store {
 	case "memory":
 	case "redis":
-		return keyError("cache.store", `"redis" is not available in this version; use "memory"`)
+		if err := c.Cache.Redis.validate(); err != nil {
+			return err
+		}
 	default:
 		return keyError("cache.store", "%q is not one of memory, redis", c.Cache.Store)
 	}
@@ -381,6 +414,48 @@ func regexpError(err error) string {
 		return se.Code.String()
 	}
 	return err.Error()
+}
+
+func (r *Redis) validate() error {
+	if len(r.Addrs) == 0 {
+		return keyError("cache.redis.addrs", "must not be empty")
+	}
+	for i, a := range r.Addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err == nil && host == "" {
+			err = errors.New("no host")
+		}
+		if err == nil {
+			err = checkListen(a, false)
+		}
+		if err == nil && port == "0" {
+			err = errors.New("port 0")
+		}
+		if err != nil {
+			return keyError(fmt.Sprintf("cache.redis.addrs[%d]", i), "%q: %v", a, err)
+		}
+	}
+	if r.MasterName == "" && len(r.Addrs) > 1 && r.DB != 0 {
+		return keyError("cache.redis.db", "%d: a Redis Cluster (several addrs) has only database 0", r.DB)
+	}
+	if r.DB < 0 {
+		return keyError("cache.redis.db", "%d: must not be negative", r.DB)
+	}
+	if r.KeyPrefix == "" {
+		return keyError("cache.redis.key_prefix", `must not be empty (the default is "calloutd:")`)
+	}
+	if len(r.KeyPrefix) > 64 || strings.ContainsFunc(r.KeyPrefix, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return keyError("cache.redis.key_prefix", "%q: at most 64 bytes, no spaces or control characters", r.KeyPrefix)
+	}
+	for _, t := range []struct {
+		key string
+		d   Duration
+	}{{"cache.redis.dial_timeout", r.DialTimeout}, {"cache.redis.read_timeout", r.ReadTimeout}} {
+		if t.d <= 0 || t.d.D() > time.Minute {
+			return keyError(t.key, "%s: must be above 0 and at most 1m", t.d.D())
+		}
+	}
+	return nil
 }
 
 func checkListen(addr string, unixOK bool) error {

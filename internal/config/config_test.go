@@ -43,6 +43,12 @@ func TestExampleConfig(t *testing.T) {
 			PositiveTTL: Duration(24 * time.Hour),
 			NegativeTTL: Duration(2 * time.Hour),
 			TempfailTTL: Duration(time.Minute),
+			Redis: Redis{
+				Addrs:       []string{"127.0.0.1:6379"},
+				KeyPrefix:   "calloutd:",
+				DialTimeout: Duration(time.Second),
+				ReadTimeout: Duration(200 * time.Millisecond),
+			},
 		},
 	}
 	routes := got.Routes
@@ -229,6 +235,12 @@ func TestDefaults(t *testing.T) {
 			PositiveTTL: Duration(24 * time.Hour),
 			NegativeTTL: Duration(2 * time.Hour),
 			TempfailTTL: Duration(time.Minute),
+			Redis: Redis{
+				Addrs:       []string{"127.0.0.1:6379"},
+				KeyPrefix:   "calloutd:",
+				DialTimeout: Duration(time.Second),
+				ReadTimeout: Duration(200 * time.Millisecond),
+			},
 		},
 	}
 	if !reflect.DeepEqual(d, want) {
@@ -352,7 +364,13 @@ func TestParseErrors(t *testing.T) {
 
 		// [cache].
 		{name: "unknown store", toml: "[cache]\nstore = \"disk\"\n", want: `calloutd.toml: cache.store: "disk" is not one of memory, redis`},
-		{name: "redis store not available yet", toml: "[cache]\nstore = \"redis\"\n", want: `calloutd.toml: cache.store: "redis" is not available in this version; use "memory"`},
+		{name: "redis no addrs", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\naddrs = []\n", want: `calloutd.toml: cache.redis.addrs: must not be empty`},
+		{name: "redis addr without port", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\naddrs = [\"redis.example\"]\n", want: `calloutd.toml: cache.redis.addrs[0]: "redis.example": address redis.example: missing port in address`},
+		{name: "redis addr without host", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\naddrs = [\":6379\"]\n", want: `calloutd.toml: cache.redis.addrs[0]: ":6379": no host`},
+		{name: "redis cluster db", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\naddrs = [\"127.0.0.1:7000\", \"127.0.0.1:7001\"]\ndb = 2\n", want: `calloutd.toml: cache.redis.db: 2: a Redis Cluster (several addrs) has only database 0`},
+		{name: "redis empty prefix", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\nkey_prefix = \"\"\n", want: `calloutd.toml: cache.redis.key_prefix: must not be empty (the default is "calloutd:")`},
+		{name: "redis prefix with space", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\nkey_prefix = \"a b:\"\n", want: `calloutd.toml: cache.redis.key_prefix: "a b:": at most 64 bytes, no spaces or control characters`},
+		{name: "redis zero read timeout", toml: "[cache]\nstore = \"redis\"\n[cache.redis]\nread_timeout = \"0s\"\n", want: `calloutd.toml: cache.redis.read_timeout: 0s: must be above 0 and at most 1m`},
 		{name: "zero max_entries", toml: "[cache]\nmax_entries = 0\n", want: "calloutd.toml: cache.max_entries: must be at least 1"},
 		{name: "negative positive_ttl", toml: "[cache]\npositive_ttl = \"-1h\"\n", want: "calloutd.toml: cache.positive_ttl: must not be negative"},
 		{name: "negative negative_ttl", toml: "[cache]\nnegative_ttl = \"-1s\"\n", want: "calloutd.toml: cache.negative_ttl: must not be negative"},

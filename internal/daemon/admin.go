@@ -45,15 +45,25 @@ func AddressKey(addr string) (string, error) {
 	return cache.Key(a.Local, a.Domain), nil
 }
 
-// DomainMatcher returns a function that tells whether a cache key belongs
-// to domain (exactly, not its subdomains).
-func DomainMatcher(domain string) (func(key string) bool, error) {
+// CheckDomain validates a domain given to flush and returns it as cache
+// keys spell it (lower case, no trailing dot). Flushing a domain removes
+// its own verdicts, not its subdomains'.
+func CheckDomain(domain string) (string, error) {
 	domain = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(domain, "@"), "."))
 	if err := callout.CheckHostname(domain); err != nil {
-		return nil, fmt.Errorf("domain %q: %w", domain, err)
+		return "", fmt.Errorf("domain %q: %w", domain, err)
 	}
-	suffix := "@" + domain
-	return func(key string) bool { return strings.HasSuffix(key, suffix) }, nil
+	return domain, nil
+}
+
+// Flush removes the verdicts of domain ("" for all) from store: through
+// the admin socket for the memory store, directly for Redis.
+func Flush(ctx context.Context, store cache.Store, domain string) (int, error) {
+	f, ok := store.(cache.Flusher)
+	if !ok {
+		return 0, errors.New("this store cannot flush many verdicts at once")
+	}
+	return f.Flush(ctx, domain)
 }
 
 func (d *Daemon) serveAdmin(ctx context.Context, l net.Listener) {
@@ -93,6 +103,7 @@ func (d *Daemon) adminConn(ctx context.Context, c net.Conn) {
 
 func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 	var resp AdminResponse
+	var err error
 	switch {
 	case req.Op == "lookup" && req.Address != "":
 		key, err := AddressKey(req.Address)
@@ -122,14 +133,20 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 			resp.Removed = 1
 		}
 	case req.Op == "flush" && req.Domain != "":
-		match, err := DomainMatcher(req.Domain)
+		domain, err := CheckDomain(req.Domain)
 		if err != nil {
 			resp.Error = err.Error()
 			break
 		}
-		resp.Removed = d.store.DeleteFunc(match)
+		resp.Removed, err = Flush(ctx, d.store, domain)
+		if err != nil {
+			resp.Error = err.Error()
+		}
 	case req.Op == "flush" && req.All:
-		resp.Removed = d.store.DeleteFunc(func(string) bool { return true })
+		resp.Removed, err = Flush(ctx, d.store, "")
+		if err != nil {
+			resp.Error = err.Error()
+		}
 	default:
 		resp.Error = fmt.Sprintf("unsupported request %+v", *req)
 	}

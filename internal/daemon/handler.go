@@ -67,6 +67,8 @@ const maxWrites = 1024
 type Handler struct {
 	store   cache.Store
 	inline  bool // the store never blocks: write in the request's goroutine
+	bounded bool // the store bounds its own calls: no deadline per lookup
+	coal    cache.Coalescer
 	log     *slog.Logger
 	routing atomic.Pointer[Routing]
 	obs     Observer
@@ -85,7 +87,9 @@ func NewHandler(store cache.Store, r *Routing, log *slog.Logger, obs Observer) *
 		obs = nopObserver{}
 	}
 	_, inline := store.(cache.Nonblocking)
-	h := &Handler{store: store, inline: inline, log: log, obs: obs, now: time.Now}
+	_, bounded := store.(cache.SelfBounded)
+	coal, _ := store.(cache.Coalescer)
+	h := &Handler{store: store, inline: inline, bounded: inline || bounded, coal: coal, log: log, obs: obs, now: time.Now}
 	h.routing.Store(r)
 	return h
 }
@@ -145,22 +149,21 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	deadline := start.Add(budget)
 	ctimeout := cacheTimeout(budget)
 
-	e, ok, err := h.lookup(ctx, key, ctimeout)
-	if err != nil {
-		ok = false
-		h.obs.CacheError("get")
-		h.log.Warn("cache lookup failed, verifying without it", "recipient", req.Recipient, "err", err)
-	} else {
-		h.obs.CacheLookup(ok)
-	}
 	fp := rt.fingerprint(routes)
-	if ok && e.Verdict != callout.Valid.String() && e.Routes != fp {
-		// Reached under other routes (a reload since): a route added for
-		// a migration may hold the mailbox, so ask again.
-		ok = false
+	e, ok := h.cached(ctx, req, key, ctimeout, fp)
+	release := func() {}
+	if !ok && h.coal != nil {
+		// Another node (or request) may be verifying this address right
+		// now: wait for its verdict rather than ask the backend again.
+		cctx, cancel := context.WithDeadline(ctx, deadline)
+		var found bool
+		e, found, release = h.coal.Claim(cctx, key, leaseTime(budget))
+		cancel()
+		ok = found && usable(&e, fp)
 	}
 	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
+			release()
 			h.obs.Verdict(v, "cache")
 			action := Decide(v, &e, true, rt.PolicyOf(e.Route, routes))
 			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
@@ -179,18 +182,49 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	h.logUnrecognised(req, &out)
 	e = EntryOf(&out, start)
 	e.Routes = fp
+	// Unreachable says something about this node's network, not about
+	// the recipient: a shared store keeps it to this node.
+	e.Local = out.Verdict == callout.Unreachable
 	p := rt.PolicyOf(out.Route, routes)
-	h.write(key, e, p.TTL(out.Verdict), ctimeout)
+	h.write(key, e, p.TTL(out.Verdict), ctimeout, release)
 	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
 	return action
 }
 
-// lookup asks the store within timeout. The memory store never blocks, so
-// it is asked without a deadline of its own: a timer per cached answer
-// would double its cost.
+// cached looks key up and tells whether the entry may answer.
+func (h *Handler) cached(ctx context.Context, req *policyd.Request, key string, timeout time.Duration, fp uint64) (cache.Entry, bool) {
+	e, ok, err := h.lookup(ctx, key, timeout)
+	if err != nil {
+		h.obs.CacheError("get")
+		h.log.Warn("cache lookup failed, verifying without it", "recipient", req.Recipient, "err", err)
+		return e, false
+	}
+	h.obs.CacheLookup(ok)
+	return e, ok && usable(&e, fp)
+}
+
+// usable tells whether a cached entry may answer under the routes in force
+// (fingerprint fp): a negative verdict reached under other routes (a
+// reload since, or another node's configuration) is asked again, since a
+// route added for a migration may hold the mailbox.
+func usable(e *cache.Entry, fp uint64) bool {
+	return e.Verdict == callout.Valid.String() || e.Routes == fp
+}
+
+// leaseTime is how long other nodes wait on the one verifying an address
+// before they verify it themselves: a third of the verdict's budget,
+// between 1 s and 10 s. A callout usually takes milliseconds; a node that
+// dies mid-callout costs the others at most this.
+func leaseTime(budget time.Duration) time.Duration {
+	return min(max(budget/3, time.Second), 10*time.Second)
+}
+
+// lookup asks the store within timeout. The memory store never blocks, and
+// the Redis store bounds its calls itself, so they are asked without a
+// deadline of their own: a timer per cached answer would double its cost.
 func (h *Handler) lookup(ctx context.Context, key string, timeout time.Duration) (cache.Entry, bool, error) {
-	if h.inline {
+	if h.bounded {
 		return h.store.Get(ctx, key)
 	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
@@ -199,30 +233,37 @@ func (h *Handler) lookup(ctx context.Context, key string, timeout time.Duration)
 }
 
 // write stores a verdict without making Postfix wait: in the background,
-// within timeout, unless the store never blocks (memory).
-func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration) {
+// within timeout, unless the store never blocks (memory). release (of a
+// shared store's lease) is called once the verdict is stored, or at once
+// when it is not.
+func (h *Handler) write(key string, e cache.Entry, ttl, timeout time.Duration, release func()) {
 	if ttl <= 0 {
+		release()
 		return
 	}
 	h.closeMu.RLock()
 	defer h.closeMu.RUnlock()
 	if h.closed {
+		release()
 		return
 	}
 	if h.inline {
 		h.set(context.Background(), key, e, ttl)
+		release()
 		return
 	}
 	if h.inFlight.Add(1) > maxWrites {
 		h.inFlight.Add(-1)
 		h.obs.CacheError("set")
 		h.log.Warn("cache store backlogged, verdict not stored", "key", key, "writes_in_flight", maxWrites)
+		release()
 		return
 	}
 	h.writes.Add(1)
 	go func() {
 		defer h.writes.Done()
 		defer h.inFlight.Add(-1)
+		defer release()
 		defer h.recoverPanic("cache write")
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -109,7 +110,7 @@ type Daemon struct {
 	cfg     atomic.Pointer[config.Config]
 	log     *slog.Logger
 	level   *slog.LevelVar
-	store   *cache.Memory
+	store   cache.Store
 	handler *Handler
 	server  *policyd.Server
 	metrics *metrics.Metrics
@@ -128,18 +129,55 @@ type Options struct {
 	Version string         // for calloutd_build_info
 }
 
-// New builds a daemon from cfg.
+// New builds a daemon from cfg. With the Redis store, a Redis that cannot
+// be reached is no error: the daemon starts degraded and recovers by
+// itself.
 func New(cfg *config.Config, o Options) (*Daemon, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	store := cache.NewMemory(cfg.Cache.MaxEntries)
-	d := &Daemon{path: o.Path, log: o.Logger, level: o.Level, store: store, version: o.Version}
+	d := &Daemon{path: o.Path, log: o.Logger, level: o.Level, version: o.Version}
+	// The store's background work may count an error before the metrics
+	// exist.
+	var mp atomic.Pointer[metrics.Metrics]
+	store, err := NewStore(cfg, d.log, func(op string) {
+		if m := mp.Load(); m != nil {
+			m.RedisError(op)
+		}
+	}, true)
+	if err != nil {
+		return nil, err
+	}
+	d.store = store
 	d.cfg.Store(cfg)
-	d.metrics = metrics.New(o.Version, store)
+	d.metrics = metrics.New(o.Version, store.(metrics.CacheStats))
+	mp.Store(d.metrics)
 	d.handler = NewHandler(store, NewRouting(cfg, d.tracer()), d.log, d.metrics)
 	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState, Panicked: d.metrics.Panic}
 	return d, nil
+}
+
+// NewStore opens the verdict store cfg names. For Redis, track false leaves
+// out the local layer and its invalidation connections (the admin
+// commands, which read Redis itself).
+func NewStore(cfg *config.Config, log *slog.Logger, onError func(op string), track bool) (cache.Store, error) {
+	if cfg.Cache.Store != "redis" {
+		return cache.NewMemory(cfg.Cache.MaxEntries), nil
+	}
+	r := cfg.Cache.Redis
+	var tc *tls.Config
+	if r.TLS {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	s, err := cache.NewRedis(cache.RedisOptions{
+		Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
+		KeyPrefix: r.KeyPrefix, TLS: tc, DialTimeout: r.DialTimeout.D(), ReadTimeout: r.ReadTimeout.D(),
+		LocalEntries: cfg.Cache.MaxEntries, NoTracking: !track, Logger: log, OnError: onError,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache.redis: %w", err)
+	}
+	return s, nil
 }
 
 // tracer returns the SMTP line logger when debug logging is on, else nil,
@@ -336,7 +374,7 @@ func (d *Daemon) Reload() error {
 	d.handler.SetRouting(NewRouting(cfg, d.tracer()))
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
-	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Log.Format, old.Log.File
+	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Cache.Redis, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Cache.Redis, old.Log.Format, old.Log.File
 	d.cfg.Store(cfg)
 	d.metrics.Reloaded(true)
 	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
@@ -357,6 +395,7 @@ func restartKeys(a, b *config.Config) []string {
 		{"admin_socket", a.AdminSocket, b.AdminSocket},
 		{"cache.store", a.Cache.Store, b.Cache.Store},
 		{"cache.max_entries", a.Cache.MaxEntries, b.Cache.MaxEntries},
+		{"cache.redis", fmt.Sprint(a.Cache.Redis), fmt.Sprint(b.Cache.Redis)},
 		{"log.format", a.Log.Format, b.Log.Format},
 		{"log.file", a.Log.File, b.Log.File},
 	} {
@@ -383,10 +422,15 @@ func (d *Daemon) httpHandler() http.Handler {
 			return
 		}
 		cfg := d.Config()
-		// The memory store lives in this process and cannot be down; a
-		// networked store will report reachable or degraded here.
-		fmt.Fprintf(w, "ready\nlisteners: %d serving\nconfig: loaded, %d routes\nstore: %s, reachable\n",
-			d.listening.Load(), len(cfg.Routes), cfg.Cache.Store)
+		// The memory store lives in this process and cannot be down.
+		// A degraded Redis store still answers (from callouts and this
+		// node's memory), so the daemon stays ready and says why.
+		status := "reachable"
+		if st, ok := d.store.(interface{ Status() string }); ok {
+			status = st.Status()
+		}
+		fmt.Fprintf(w, "ready\nlisteners: %d serving\nconfig: loaded, %d routes\nstore: %s, %s\n",
+			d.listening.Load(), len(cfg.Routes), cfg.Cache.Store, status)
 	})
 	return mux
 }

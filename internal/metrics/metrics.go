@@ -32,16 +32,23 @@ type Metrics struct {
 	backendFailures  *prometheus.CounterVec
 	backendReplies   *prometheus.CounterVec
 	panics           prometheus.Counter
+	redisErrors      *prometheus.CounterVec
 	attemptDuration  *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
 	reloadOK         prometheus.Gauge
 	reloadTimestamp  prometheus.Gauge
 }
 
-// CacheStats is what the memory store tells about itself.
+// CacheStats is what a store tells about the entries this process holds.
 type CacheStats interface {
 	Len() int
 	Evictions() uint64
+}
+
+// StoreHealth is what a networked store (Redis) tells about itself.
+type StoreHealth interface {
+	Up() bool       // the store answered the last time it was asked
+	Tracking() bool // the local layer is kept coherent and in use
 }
 
 // New registers every metric. cache may be nil (no memory store).
@@ -103,6 +110,10 @@ func New(version string, cache CacheStats) *Metrics {
 			Namespace: ns, Name: "panics_total",
 			Help: "Panics recovered while answering a request; the request was answered DUNNO and the daemon lived on. Any increase is a bug: please report it with the logged stack.",
 		}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "redis_errors_total",
+			Help: "Redis operations that failed, by op: get, set, delete, flush, lease, decode (a value calloutd could not read, treated as a miss), tracking (the invalidation connection was lost or could not be made).",
+		}, []string{"op"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
@@ -117,7 +128,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
-		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration,
+		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration, m.redisErrors,
 		m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
@@ -128,13 +139,25 @@ func New(version string, cache CacheStats) *Metrics {
 		r.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: ns, Name: "cache_entries",
-				Help: "Entries held by the memory verdict cache (expired ones until looked up or evicted).",
+				Help: "Entries held in this process: the memory store's, or the Redis store's local layers (expired ones until looked up or evicted).",
 			}, func() float64 { return float64(cache.Len()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Namespace: ns, Name: "cache_evictions_total",
-				Help: "Entries evicted from the memory verdict cache to stay within max_entries.",
+				Help: "Entries evicted from this process's verdict memory to stay within max_entries.",
 			}, func() float64 { return float64(cache.Evictions()) }),
 		)
+	}
+	health, _ := cache.(StoreHealth)
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "store_up",
+		Help: "1 when the verdict store answers (always, for the memory store); 0 while Redis is unreachable and verdicts are kept in this node's memory.",
+	}, func() float64 { return b2f(health == nil || health.Up()) }))
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "redis_tracking_up",
+		Help: "1 while the Redis store's local layer is in use: every master's invalidation connection is up and answered lately; 0 while every lookup asks Redis (and always 0 for the memory store).",
+	}, func() float64 { return b2f(health != nil && health.Tracking()) }))
+	for _, op := range []string{"get", "set", "delete", "flush", "lease", "decode", "tracking"} {
+		m.redisErrors.WithLabelValues(op)
 	}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range []string{"success", "failure"} {
@@ -147,6 +170,16 @@ func New(version string, cache CacheStats) *Metrics {
 	m.reloadTimestamp.SetToCurrentTime()
 	return m
 }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// RedisError counts a failed Redis operation.
+func (m *Metrics) RedisError(op string) { m.redisErrors.WithLabelValues(op).Inc() }
 
 // ActionLabel reduces an action to a label of bounded cardinality.
 func ActionLabel(a policyd.Action) string {

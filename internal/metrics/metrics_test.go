@@ -122,7 +122,7 @@ func knownValues() map[string][]string {
 		"verdict":        verdicts,
 		"outcome":        verdicts,
 		"source":         {"cache", "callout"},
-		"op":             {"get", "set"},
+		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking"},
 		"result":         {"success", "failure"},
 		"reason": {"connect", "timeout", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
 			// replies to RCPT TO (callout.Classify)
