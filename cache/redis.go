@@ -75,6 +75,7 @@ type Redis struct {
 	rcptPrefix  string
 	leasePrefix string
 	token       string // this process, as a lease holder
+	claims      atomic.Uint64
 
 	near     *Memory // coherent copy of Redis entries
 	own      *Memory // Local entries
@@ -83,6 +84,7 @@ type Redis struct {
 	up      atomic.Bool
 	down    atomic.Int64 // unix nanoseconds the outage began
 	lastErr atomic.Pointer[string]
+	lastWarn atomic.Int64 // unix nanoseconds of the last rate-limited warning
 	probe   chan struct{}
 
 	gen      atomic.Uint64 // bumped whenever the local layer's coherence is lost or regained
@@ -102,10 +104,12 @@ type Redis struct {
 // copy, while one racing other keys' invalidations still does.
 const epochBuckets = 4096
 
-// PingEvery is how often the invalidation connections are pinged; a local
-// copy is trusted only while its master answered within PingEvery plus
-// read_timeout.
-const PingEvery = 100 * time.Millisecond
+// PingEvery is how often the invalidation connections ask ROLE; local
+// copies are trusted only while every master answered within Freshness.
+const (
+	PingEvery = 30 * time.Millisecond
+	Freshness = 100 * time.Millisecond
+)
 
 // NewRedis returns a Redis store. It asks Redis once, within the dial and
 // read timeouts; an unreachable Redis is logged and the store starts
@@ -156,7 +160,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		PoolTimeout: o.ReadTimeout,
 		// No retries: a failed call is a miss (or a fallback write) now,
 		// not after several timeouts.
-		MaxRetries:      -1,
+		MaxRetries: -1,
+		// One dial per attempt (go-redis's default is 5, with pauses).
+		DialerRetries:   1,
 		Protocol:        2,
 		DisableIdentity: true,
 		ClientName:      "calloutd",
@@ -169,7 +175,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		for _, a := range o.Addrs {
 			s.sentinels = append(s.sentinels, redis.NewSentinelClient(&redis.Options{
 				Addr: a, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.ReadTimeout,
-				PoolTimeout: o.ReadTimeout, MaxRetries: -1, Protocol: 2, DisableIdentity: true, TLSConfig: o.TLS,
+				PoolTimeout: o.ReadTimeout, MaxRetries: -1, DialerRetries: 1, Protocol: 2, DisableIdentity: true, TLSConfig: o.TLS,
 			}))
 		}
 	}
@@ -307,19 +313,36 @@ func (s *Redis) local(ctx context.Context, key string) (Entry, bool, error) {
 	return s.own.Get(ctx, key)
 }
 
-// fetch reads a verdict and its remaining lifetime in one round trip. A
-// value that cannot be decoded is a miss (the next verdict overwrites it).
+// fetch reads a verdict and how long a local copy may live (its remaining
+// lifetime, or 0 for no copy) in one round trip, within the dial and read
+// timeouts. A value that cannot be decoded is a miss (the next verdict
+// overwrites it).
 func (s *Redis) fetch(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout+s.o.ReadTimeout)
+	defer cancel()
 	rk := s.rcptPrefix + key
 	var get *redis.StringCmd
 	var pttl *redis.DurationCmd
+	var role *redis.Cmd
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, rk)
 		pttl = p.PTTL(ctx, rk)
+		if len(s.sentinels) > 0 {
+			role = p.Do(ctx, "ROLE")
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Entry{}, 0, false, err
+	}
+	// Read from a server that is no longer the master (a failover
+	// go-redis has not followed yet): serve it, but never copy it
+	// locally, since that server's invalidations are not watched.
+	copyOK := true
+	if role != nil {
+		if v, err := role.Slice(); err != nil || len(v) == 0 || v[0] != "master" {
+			copyOK = false
+		}
 	}
 	val, err := get.Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -348,6 +371,9 @@ func (s *Redis) fetch(ctx context.Context, key string) (Entry, time.Duration, bo
 	default: // gone between GET and PTTL
 		return Entry{}, 0, false, nil
 	}
+	if !copyOK {
+		ttl = 0
+	}
 	return e, ttl, true, nil
 }
 
@@ -368,8 +394,10 @@ func (s *Redis) Set(ctx context.Context, key string, e Entry, ttl time.Duration)
 		return err
 	}
 	if err := s.client.Set(ctx, s.rcptPrefix+key, val, ttl).Err(); err != nil {
-		s.fail(ctx, "set", err)
-		return s.fallback.Set(ctx, key, e, ttl)
+		if s.fail(ctx, "set", err) {
+			return s.fallback.Set(ctx, key, e, ttl)
+		}
+		return nil
 	}
 	// This node's old copy goes now, as its invalidation would.
 	s.epoch(key).Add(1)
@@ -496,7 +524,8 @@ func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Ent
 			return Entry{}, false, noop
 		}
 		wake := s.watch(key)
-		won, err := s.client.SetNX(ctx, lk, s.token, lease).Result()
+		token := s.token + ":" + strconv.FormatUint(s.claims.Add(1), 10)
+		won, err := s.client.SetNX(ctx, lk, token, lease).Result()
 		if err != nil {
 			s.unwatch(key, wake)
 			s.fail(ctx, "lease", err)
@@ -508,18 +537,27 @@ func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Ent
 		if won {
 			s.unwatch(key, wake)
 			if err == nil && ok {
-				s.release(lk)
+				s.release(lk, token)
 				return e, true, noop
 			}
-			return Entry{}, false, func() { s.release(lk) }
+			return Entry{}, false, func() { s.release(lk, token) }
 		}
 		if err == nil && ok {
 			s.unwatch(key, wake)
 			return e, true, noop
 		}
-		poll := 50 * time.Millisecond
-		if s.nearUsable(time.Now()) {
-			poll = time.Second // invalidations wake us; the poll is a safety net
+		// A holder on this node that found the backend unreachable
+		// kept that verdict here.
+		if e, ok, _ := s.own.Get(ctx, key); ok {
+			s.unwatch(key, wake)
+			return e, true, noop
+		}
+		// Invalidations wake us when the verdict is stored or the lease
+		// released; the poll notices a lease that expired (Redis
+		// expires keys lazily, and only then tells).
+		poll := 100 * time.Millisecond
+		if !s.nearUsable(time.Now()) {
+			poll = 50 * time.Millisecond
 		}
 		t := time.NewTimer(poll)
 		select {
@@ -538,10 +576,10 @@ func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Ent
 // releaseScript deletes a lease only if this process still holds it.
 var releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
 
-func (s *Redis) release(lk string) {
+func (s *Redis) release(lk, token string) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.o.ReadTimeout)
 	defer cancel()
-	if err := releaseScript.Run(ctx, s.client, []string{lk}, s.token).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := releaseScript.Run(ctx, s.client, []string{lk}, token).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		// It expires by itself.
 		s.fail(ctx, "lease", err)
 	}
@@ -594,16 +632,27 @@ func (s *Redis) wakeAll() {
 	s.waitMu.Unlock()
 }
 
-// fail records a failed Redis call: counted, and, unless the caller gave
-// up first, Redis is marked down (logged once) until the probe finds it.
-func (s *Redis) fail(ctx context.Context, op string, err error) {
+// fail records a failed Redis call and reports whether Redis is now
+// treated as down. Every failure is counted. Only a failure of the
+// connection (refused, reset, timed out) marks Redis down (logged once)
+// until the probe finds it: an error reply (WRONGTYPE, OOM, NOPERM,
+// READONLY), a busy pool, or a caller that gave up says nothing about
+// Redis's reachability; such errors are logged at most once a minute.
+func (s *Redis) fail(ctx context.Context, op string, err error) bool {
 	s.o.OnError(op)
-	if ctx.Err() != nil {
-		return
+	var reply redis.Error
+	if errors.As(err, &reply) || errors.Is(err, redis.ErrPoolTimeout) || ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if now := time.Now().UnixNano(); now-s.lastWarn.Load() > int64(time.Minute) {
+			s.lastWarn.Store(now)
+			s.log.Warn("redis call failed; treated as a miss (logged at most once a minute)", "op", op, "err", err)
+		}
+		return !s.up.Load()
 	}
 	s.setErr(err)
 	if s.up.CompareAndSwap(true, false) {
 		s.down.Store(time.Now().UnixNano())
+		// Only what is verified during this outage is kept.
+		s.fallback.DeleteFunc(func(string) bool { return true })
 		s.log.Warn("redis unreachable; verdicts come from callouts and this node's memory until it returns",
 			"op", op, "err", err)
 		select {
@@ -611,6 +660,7 @@ func (s *Redis) fail(ctx context.Context, op string, err error) {
 		default:
 		}
 	}
+	return true
 }
 
 func (s *Redis) setErr(err error) {
@@ -646,9 +696,11 @@ func (s *Redis) prober() {
 				s.setErr(err)
 				continue
 			}
-			s.fallback.DeleteFunc(func(string) bool { return true })
 			since := time.Unix(0, s.down.Load())
 			s.up.Store(true)
+			// After up: a write that still saw Redis down lands before
+			// this and goes too.
+			s.fallback.DeleteFunc(func(string) bool { return true })
 			s.log.Info("redis reachable again; verdicts shared again", "outage", time.Since(since).Round(time.Millisecond))
 		}
 	}

@@ -116,8 +116,9 @@ func readDepth(r *bufio.Reader, depth int) (any, error) {
 		case '>':
 			return respPush(items), nil
 		case '|':
-			// An attribute precedes the value it describes.
-			return readDepth(r, depth)
+			// An attribute precedes the value it describes; it
+			// counts as a level, so a stream of them ends.
+			return readDepth(r, depth+1)
 		}
 		return items, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,9 +20,8 @@ import (
 // so Redis pushes the name of every key under the prefix that changes
 // (SET, DEL, UNLINK, expiry, eviction, FLUSHALL), whoever changed it. The
 // connection asks ROLE every PingEvery; a copy is served only while every
-// master answered within PingEvery + read_timeout and still says it is a
-// master, so a silent break or a demotion by a failover costs at most that
-// long, and a lost connection empties the layer at once. With Sentinel,
+// master answered within Freshness (100 ms) and still says it is a master,
+// so a silent break or a demotion by a failover costs at most that long, and a lost connection empties the layer at once. With Sentinel,
 // the manager also asks the sentinels for the master every 250 ms.
 
 // tracker is the invalidation connection to one master.
@@ -54,7 +54,7 @@ func (s *Redis) nearUsable(now time.Time) bool {
 	if len(ts) == 0 {
 		return false
 	}
-	limit := now.Add(-(PingEvery + s.o.ReadTimeout)).UnixNano()
+	limit := now.Add(-Freshness).UnixNano()
 	for _, t := range ts {
 		if h := t.heard.load(); h == 0 || h < limit {
 			return false
@@ -80,6 +80,7 @@ func (s *Redis) invalidate(p respPush) {
 	if !ok {
 		// nil: FLUSHALL / FLUSHDB, or the server lost track.
 		s.dropNear()
+		s.fallback.DeleteFunc(func(string) bool { return true })
 		return
 	}
 	ctx := context.Background()
@@ -92,6 +93,8 @@ func (s *Redis) invalidate(p respPush) {
 			// its copy after the Delete sees the counter move.
 			s.epoch(key).Add(1)
 			_ = s.near.Delete(ctx, key)
+			_ = s.fallback.Delete(ctx, key)
+			_ = s.own.Delete(ctx, key)
 			s.wakeKey(key)
 		case len(ks) > len(s.leasePrefix) && ks[:len(s.leasePrefix)] == s.leasePrefix:
 			s.wakeKey(ks[len(s.leasePrefix):])
@@ -164,35 +167,61 @@ func (s *Redis) Watched() []string {
 
 // masters returns the address of every master to watch.
 func (s *Redis) masters(ctx context.Context) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout+s.o.ReadTimeout)
-	defer cancel()
+	timeout := s.o.DialTimeout + s.o.ReadTimeout
 	switch {
 	case s.cluster != nil:
-		slots, err := s.cluster.ClusterSlots(ctx).Result()
+		// CLUSTER NODES, not SLOTS: a master that has no slots yet
+		// (a migration into it) must be watched too.
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		text, err := s.cluster.ClusterNodes(ctx).Result()
 		if err != nil {
 			return nil, err
 		}
-		var addrs []string
-		for _, sl := range slots {
-			if len(sl.Nodes) > 0 && !slices.Contains(addrs, sl.Nodes[0].Addr) {
-				addrs = append(addrs, sl.Nodes[0].Addr)
-			}
-		}
+		addrs := clusterMasters(text)
 		if len(addrs) == 0 {
-			return nil, errors.New("cluster has no slots")
+			return nil, errors.New("CLUSTER NODES lists no master")
 		}
 		return addrs, nil
 	case len(s.sentinels) > 0:
+		// Each sentinel gets its own deadline: a dead first one must
+		// not use up the others' time.
 		var err error
 		for _, sc := range s.sentinels {
+			sctx, cancel := context.WithTimeout(ctx, timeout)
 			var hp []string
-			if hp, err = sc.GetMasterAddrByName(ctx, s.o.MasterName).Result(); err == nil && len(hp) == 2 {
+			hp, err = sc.GetMasterAddrByName(sctx, s.o.MasterName).Result()
+			cancel()
+			if err == nil && len(hp) == 2 {
 				return []string{net.JoinHostPort(hp[0], hp[1])}, nil
 			}
 		}
 		return nil, fmt.Errorf("no sentinel knows master %q: %w", s.o.MasterName, err)
 	}
 	return []string{s.o.Addrs[0]}, nil
+}
+
+// clusterMasters reads the masters' addresses from CLUSTER NODES: lines of
+// "id ip:port@cport flags master ...", flags such as "myself,master";
+// failed and address-less nodes are left out.
+func clusterMasters(text string) []string {
+	var addrs []string
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		flags := strings.Split(f[2], ",")
+		if !slices.Contains(flags, "master") || slices.Contains(flags, "fail") || slices.Contains(flags, "noaddr") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		if h, p, err := net.SplitHostPort(addr); err == nil && h != "" && p != "0" && !slices.Contains(addrs, addr) {
+			addrs = append(addrs, addr)
+		}
+	}
+	slices.Sort(addrs)
+	return addrs
 }
 
 func (s *Redis) startTracker(addr string) *tracker {
@@ -333,7 +362,7 @@ func (s *Redis) track(ctx context.Context, t *tracker, up func()) (connected boo
 			// ROLE: a master demoted by a failover no longer sees
 			// the writes; the manager finds the new one.
 			if len(v) == 0 || v[0] != "master" {
-				return true, fmt.Errorf("%s is no longer a master (ROLE %v)", t.addr, v[0])
+				return true, fmt.Errorf("%s is no longer a master (ROLE %v)", t.addr, v)
 			}
 		}
 		t.heard.store(time.Now())

@@ -213,11 +213,13 @@ func usable(e *cache.Entry, fp uint64) bool {
 }
 
 // leaseTime is how long other nodes wait on the one verifying an address
-// before they verify it themselves: a third of the verdict's budget,
-// between 1 s and 10 s. A callout usually takes milliseconds; a node that
-// dies mid-callout costs the others at most this.
+// before they verify it themselves: a third of the verdict's budget, at
+// most 10 s, so a waiter keeps two thirds for its own callout. A callout
+// usually takes milliseconds; a node that dies mid-callout costs the
+// others at most this. A callout that outlives the lease may be made a
+// second time by another node, never answered wrongly.
 func leaseTime(budget time.Duration) time.Duration {
-	return min(max(budget/3, time.Second), 10*time.Second)
+	return min(max(budget/3, 100*time.Millisecond), 10*time.Second)
 }
 
 // lookup asks the store within timeout. The memory store never blocks, and
