@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -643,4 +645,48 @@ func TestRedisClaimTokens(t *testing.T) {
 	if srv.CLI("EXISTS", "calloutd:lease:k@example.com") != "0" {
 		t.Error("lease not released by its holder")
 	}
+}
+
+// BenchmarkRedisFlushSeen measures how long after a DEL by another client
+// (a second store, as redis-cli would) a node stops serving its local copy:
+// the bound is 100 ms. Reports the median and the maximum.
+func BenchmarkRedisFlushSeen(b *testing.B) {
+	srv := redistest.Start(b)
+	o := cache.RedisOptions{Addrs: []string{srv.Addr()}, KeyPrefix: "calloutd:", DialTimeout: time.Second,
+		ReadTimeout: 200 * time.Millisecond, LocalEntries: 1000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	node, err := cache.NewRedis(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer node.Close()
+	o.NoTracking = true
+	admin, err := cache.NewRedis(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close()
+	for !node.Tracking() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		key := fmt.Sprintf("u%d@example.com", i)
+		_ = admin.Set(ctx, key, entry("unknown"), time.Hour)
+		for { // until the node holds its copy
+			if _, ok, _ := node.Get(ctx, key); ok && node.Len() > 0 {
+				break
+			}
+		}
+		start := time.Now()
+		_ = admin.Delete(ctx, key)
+		for {
+			if _, ok, _ := node.Get(ctx, key); !ok {
+				break
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
 }
