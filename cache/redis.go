@@ -81,11 +81,11 @@ type Redis struct {
 	own      *Memory // Local entries
 	fallback *Memory // verdicts made while Redis was unreachable
 
-	up      atomic.Bool
-	down    atomic.Int64 // unix nanoseconds the outage began
-	lastErr atomic.Pointer[string]
+	up       atomic.Bool
+	down     atomic.Int64 // unix nanoseconds the outage began
+	lastErr  atomic.Pointer[string]
 	lastWarn atomic.Int64 // unix nanoseconds of the last rate-limited warning
-	probe   chan struct{}
+	probe    chan struct{}
 
 	gen      atomic.Uint64 // bumped whenever the local layer's coherence is lost or regained
 	epochs   [epochBuckets]atomic.Uint32
