@@ -161,12 +161,37 @@ var errUnsafeCommand = errors.New("refusing to send a command containing CR, LF 
 // exchange writes cmd (unless it is "") and reads one reply, within the
 // command timeout and the context's deadline.
 func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply, error) {
+	var reps [1]Reply
+	err := s.exchangeMany(ctx, stage, reps[:], cmd)
+	return reps[0], err
+}
+
+// mailRcpt pipelines MAIL FROM and RCPT TO in one write (RFC 2920) and
+// reads both replies. mailErr is MAIL's refusal (RCPT's reply then means
+// nothing); err is a failure to talk at all.
+func (s *Session) mailRcpt(ctx context.Context, from string, rcpt Address) (rep Reply, mailErr, err error) {
+	mail := "MAIL FROM:<" + from + ">"
+	var reps [2]Reply
+	if err := s.exchangeMany(ctx, StageMail, reps[:], mail, "RCPT TO:<"+rcpt.Wire()+">"); err != nil {
+		return Reply{}, nil, err
+	}
+	if reps[0].Class() != 2 {
+		return Reply{}, &Error{Server: s.server, Stage: StageMail, Command: mail, Reply: &reps[0]}, nil
+	}
+	return reps[1], nil, nil
+}
+
+// exchangeMany writes cmds in one write (none for the greeting: a single
+// "") and reads one reply for each into reps, within the command timeout
+// and the context's deadline.
+func (s *Session) exchangeMany(ctx context.Context, stage Stage, reps []Reply, cmds ...string) error {
 	deadline := time.Now().Add(s.cmdTimeout)
 	ctxDeadline := false
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline, ctxDeadline = d, true
 	}
-	fail := func(err error) (Reply, error) {
+	cmd := strings.Join(cmds, " + ") // for errors and logs
+	fail := func(err error) error {
 		s.broken = true
 		ctxErr := ctx.Err()
 		if ctxErr == nil && ctxDeadline && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -178,10 +203,12 @@ func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply,
 		if ctxErr != nil {
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
-		return Reply{}, &Error{Server: s.server, Stage: stage, Command: cmd, Err: err}
+		return &Error{Server: s.server, Stage: stage, Command: cmd, Err: err}
 	}
-	if strings.ContainsAny(cmd, "\r\n\x00") {
-		return fail(errUnsafeCommand)
+	for _, c := range cmds {
+		if strings.ContainsAny(c, "\r\n\x00") {
+			return fail(errUnsafeCommand)
+		}
 	}
 	if err := s.conn.SetDeadline(deadline); err != nil {
 		return fail(err)
@@ -191,8 +218,10 @@ func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply,
 	defer stop()
 
 	if cmd != "" {
-		s.emit(true, cmd)
-		if _, err := s.conn.Write([]byte(cmd + "\r\n")); err != nil {
+		for _, c := range cmds {
+			s.emit(true, c)
+		}
+		if _, err := s.conn.Write([]byte(strings.Join(cmds, "\r\n") + "\r\n")); err != nil {
 			return fail(err)
 		}
 	}
@@ -200,11 +229,14 @@ func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply,
 	if s.trace != nil {
 		raw = func(line string) { s.emit(false, line) }
 	}
-	rep, err := readReply(s.br, raw)
-	if err != nil {
-		return fail(err)
+	for i := range reps {
+		rep, err := readReply(s.br, raw)
+		if err != nil {
+			return fail(err)
+		}
+		reps[i] = rep
 	}
-	return rep, nil
+	return nil
 }
 
 func (s *Session) emit(sent bool, line string) {

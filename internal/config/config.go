@@ -48,6 +48,14 @@ type Callout struct {
 	RequestTimeout    Duration `toml:"request_timeout"`
 	UnreachableAction string   `toml:"unreachable_action"` // dunno | defer
 	TempfailAction    string   `toml:"tempfail_action"`    // dunno | defer
+
+	// Session pool, global only (sessions belong to servers, not routes).
+	PoolSize                int      `toml:"pool_size"`
+	MaxConnectionsPerServer int      `toml:"max_connections_per_server"`
+	PoolIdleTimeout         Duration `toml:"pool_idle_timeout"`
+	MaxSessionAge           Duration `toml:"max_session_age"`
+	SessionMaxErrors        int      `toml:"session_max_errors"`
+	SessionMaxRecipients    int      `toml:"session_max_recipients"`
 }
 
 // Cache is the [cache] table.
@@ -137,6 +145,13 @@ func Default() *Config {
 			RequestTimeout:    Duration(30 * time.Second),
 			UnreachableAction: "dunno",
 			TempfailAction:    "defer",
+
+			PoolSize:                4,
+			MaxConnectionsPerServer: 10,
+			PoolIdleTimeout:         Duration(30 * time.Second),
+			MaxSessionAge:           Duration(5 * time.Minute),
+			SessionMaxErrors:        8,
+			SessionMaxRecipients:    900,
 		},
 		Cache: Cache{
 			Store:       "memory",
@@ -237,6 +252,9 @@ func (c *Config) validate() error {
 	if err := validateCallout("callout.", &c.Callout); err != nil {
 		return err
 	}
+	if err := c.Callout.validatePool(); err != nil {
+		return err
+	}
 	switch c.Cache.Store {
 	case "memory":
 	case "redis":
@@ -332,6 +350,31 @@ func validateCallout(prefix string, co *Callout) error {
 	}
 	if !oneOf(co.TempfailAction, "dunno", "defer") {
 		return keyError(prefix+"tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
+	}
+	return nil
+}
+
+// validatePool checks the session pool's keys against the backend limits
+// they exist to stay under.
+func (co *Callout) validatePool() error {
+	for _, k := range []struct {
+		key       string
+		v, lo, hi int
+	}{
+		{"pool_size", co.PoolSize, 0, 100},
+		{"max_connections_per_server", co.MaxConnectionsPerServer, 1, 1000},
+		// Postfix disconnects at smtpd_hard_error_limit (20) and delays
+		// every reply after smtpd_soft_error_limit (10).
+		{"session_max_errors", co.SessionMaxErrors, 1, 19},
+		// Postfix's smtpd_recipient_limit is 1000.
+		{"session_max_recipients", co.SessionMaxRecipients, 1, 999},
+	} {
+		if k.v < k.lo || k.v > k.hi {
+			return keyError("callout."+k.key, "%d: must be between %d and %d", k.v, k.lo, k.hi)
+		}
+	}
+	if co.PoolIdleTimeout <= 0 || co.MaxSessionAge <= 0 {
+		return keyError("callout.pool_idle_timeout", "pool_idle_timeout and max_session_age must be greater than 0")
 	}
 	return nil
 }

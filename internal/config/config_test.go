@@ -29,13 +29,19 @@ func TestExampleConfig(t *testing.T) {
 		AdminSocket:   "/run/calloutd/admin.sock",
 		Log:           Log{Level: "info", Format: "text", File: ""},
 		Callout: Callout{
-			HeloName:          "gateway.example.net",
-			MailFrom:          "",
-			ConnectTimeout:    Duration(10 * time.Second),
-			CommandTimeout:    Duration(10 * time.Second),
-			RequestTimeout:    Duration(30 * time.Second),
-			UnreachableAction: "dunno",
-			TempfailAction:    "defer",
+			HeloName:                "gateway.example.net",
+			MailFrom:                "",
+			ConnectTimeout:          Duration(10 * time.Second),
+			CommandTimeout:          Duration(10 * time.Second),
+			RequestTimeout:          Duration(30 * time.Second),
+			UnreachableAction:       "dunno",
+			TempfailAction:          "defer",
+			PoolSize:                4,
+			MaxConnectionsPerServer: 10,
+			PoolIdleTimeout:         Duration(30 * time.Second),
+			MaxSessionAge:           Duration(5 * time.Minute),
+			SessionMaxErrors:        8,
+			SessionMaxRecipients:    900,
 		},
 		Cache: Cache{
 			Store:       "memory",
@@ -67,7 +73,9 @@ func TestExampleConfig(t *testing.T) {
 	e := routes[1].Effective
 	wantCo := Callout{HeloName: "gateway.example.net", MailFrom: "postmaster@gateway.example.net",
 		ConnectTimeout: Duration(5 * time.Second), CommandTimeout: Duration(5 * time.Second), RequestTimeout: Duration(15 * time.Second),
-		UnreachableAction: "dunno", TempfailAction: "dunno"}
+		UnreachableAction: "dunno", TempfailAction: "dunno",
+		PoolSize: 4, MaxConnectionsPerServer: 10, PoolIdleTimeout: Duration(30 * time.Second), MaxSessionAge: Duration(5 * time.Minute),
+		SessionMaxErrors: 8, SessionMaxRecipients: 900}
 	if e.Callout != wantCo || e.PositiveTTL != Duration(7*24*time.Hour) || e.NegativeTTL != Duration(30*time.Minute) || e.TempfailTTL != Duration(time.Minute) {
 		t.Errorf("route legacy: effective %+v", e)
 	}
@@ -222,12 +230,18 @@ func TestDefaults(t *testing.T) {
 		AdminSocket:   "/run/calloutd/admin.sock",
 		Log:           Log{Level: "info", Format: "text"},
 		Callout: Callout{
-			HeloName:          d.Callout.HeloName,
-			ConnectTimeout:    Duration(10 * time.Second),
-			CommandTimeout:    Duration(10 * time.Second),
-			RequestTimeout:    Duration(30 * time.Second),
-			UnreachableAction: "dunno",
-			TempfailAction:    "defer",
+			HeloName:                d.Callout.HeloName,
+			ConnectTimeout:          Duration(10 * time.Second),
+			CommandTimeout:          Duration(10 * time.Second),
+			RequestTimeout:          Duration(30 * time.Second),
+			UnreachableAction:       "dunno",
+			TempfailAction:          "defer",
+			PoolSize:                4,
+			MaxConnectionsPerServer: 10,
+			PoolIdleTimeout:         Duration(30 * time.Second),
+			MaxSessionAge:           Duration(5 * time.Minute),
+			SessionMaxErrors:        8,
+			SessionMaxRecipients:    900,
 		},
 		Cache: Cache{
 			Store:       "memory",

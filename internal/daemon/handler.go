@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/policyd"
@@ -69,6 +71,7 @@ type Handler struct {
 	inline  bool // the store never blocks: write in the request's goroutine
 	bounded bool // the store bounds its own calls: no deadline per lookup
 	coal    cache.Coalescer
+	flight  singleflight.Group
 	log     *slog.Logger
 	routing atomic.Pointer[Routing]
 	obs     Observer
@@ -172,12 +175,30 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
 	}
 
-	h.obs.CalloutBegin()
-	cstart := h.now()
-	vctx, cancel := context.WithDeadline(ctx, deadline)
-	out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
-	cancel()
-	h.obs.CalloutEnd(&out, h.now().Sub(cstart))
+	// Requests for the same address at the same moment share one
+	// callout: the first makes it, the others wait for its outcome. It
+	// runs to the first one's deadline even if that client goes away.
+	leader := false
+	v, _, _ := h.flight.Do(key, func() (any, error) {
+		leader = true
+		h.obs.CalloutBegin()
+		cstart := h.now()
+		vctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
+		cancel()
+		h.obs.CalloutEnd(&out, h.now().Sub(cstart))
+		return &out, nil
+	})
+	out := *v.(*callout.Outcome)
+	if !leader {
+		release()
+		h.obs.Verdict(out.Verdict, "coalesced")
+		e = EntryOf(&out, start)
+		e.Routes = fp
+		action := Decide(out.Verdict, &e, false, rt.PolicyOf(out.Route, routes))
+		h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
+		return action
+	}
 	h.obs.Verdict(out.Verdict, "callout")
 	h.logUnrecognised(req, &out)
 	e = EntryOf(&out, start)

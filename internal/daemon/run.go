@@ -58,7 +58,13 @@ func isTerminal(w io.Writer) bool {
 // servers with its own settings and answers with its own policy. trace, if
 // not nil, sees every SMTP line (debug logging, the tester).
 func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
-	client := &callout.Client{
+	return newRouting(cfg, newClient(cfg, trace))
+}
+
+// newClient is a client with cfg's global [callout] settings: one session
+// per probe, as calloutd check wants it.
+func newClient(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Client {
+	return &callout.Client{
 		Settings: callout.Settings{
 			HeloName:       cfg.Callout.HeloName,
 			MailFrom:       cfg.Callout.MailFrom,
@@ -67,6 +73,23 @@ func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
 		},
 		Trace: trace,
 	}
+}
+
+// NewPool is the daemon's session pool, with cfg's [callout] pool keys.
+func NewPool(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Pool {
+	co := &cfg.Callout
+	size := co.PoolSize
+	if size == 0 {
+		size = -1 // no idle sessions: one per probe
+	}
+	return callout.NewPool(newClient(cfg, trace), callout.PoolSettings{
+		Size: size, MaxConns: co.MaxConnectionsPerServer, IdleTimeout: co.PoolIdleTimeout.D(),
+		MaxAge: co.MaxSessionAge.D(), MaxErrors: co.SessionMaxErrors, MaxRecipients: co.SessionMaxRecipients,
+	})
+}
+
+// newRouting builds cfg's routes over prober.
+func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
 	rt := &Routing{
 		Policy: policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL),
 		routes: make(map[string]*Policy, len(cfg.Routes)),
@@ -88,7 +111,7 @@ func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
 	for i := range routes {
 		rt.fps[routes[i].Name] = routeFingerprint(&routes[i])
 	}
-	rt.Verifier = callout.NewVerifier(client, routes)
+	rt.Verifier = callout.NewVerifier(prober, routes)
 	return rt
 }
 
@@ -111,6 +134,7 @@ type Daemon struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	store   cache.Store
+	pool    *callout.Pool
 	handler *Handler
 	server  *policyd.Server
 	metrics *metrics.Metrics
@@ -152,7 +176,10 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	d.cfg.Store(cfg)
 	d.metrics = metrics.New(o.Version, store.(metrics.CacheStats))
 	mp.Store(d.metrics)
-	d.handler = NewHandler(store, NewRouting(cfg, d.tracer()), d.log, d.metrics)
+	// The pool outlives reloads; its lines go to d.trace, which looks at
+	// the log level each time.
+	d.pool = NewPool(cfg, d.trace)
+	d.handler = NewHandler(store, newRouting(cfg, d.pool), d.log, d.metrics)
 	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState, Panicked: d.metrics.Panic}
 	return d, nil
 }
@@ -338,6 +365,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 	})
 	err := g.Wait()
 	d.handler.Wait()
+	d.pool.Close()
 	d.store.Close()
 	return err
 }
@@ -347,6 +375,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 func (d *Daemon) ServeConn(c net.Conn) {
 	d.server.ServeConn(c)
 	d.handler.Wait()
+	d.pool.Close()
 	d.store.Close()
 }
 
@@ -371,7 +400,10 @@ func (d *Daemon) Reload() error {
 	if d.level != nil {
 		d.level.Set(parseLevel(cfg.Log.Level))
 	}
-	d.handler.SetRouting(NewRouting(cfg, d.tracer()))
+	d.handler.SetRouting(newRouting(cfg, d.pool))
+	// Sessions of servers no route asks any more, or asked with another
+	// HELO name or sender, are closed; the others are kept.
+	d.pool.Retain(poolKeys(cfg))
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
 	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Cache.Redis, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Cache.Redis, old.Log.Format, old.Log.File
@@ -379,6 +411,18 @@ func (d *Daemon) Reload() error {
 	d.metrics.Reloaded(true)
 	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
 	return nil
+}
+
+// poolKeys tells which pooled sessions cfg's routes still use.
+func poolKeys(cfg *config.Config) func(server, helo, from string) bool {
+	type key struct{ server, helo, from string }
+	keep := map[key]bool{}
+	for _, r := range cfg.Routes {
+		for _, srv := range r.Servers {
+			keep[key{srv, r.Effective.Callout.HeloName, r.Effective.Callout.MailFrom}] = true
+		}
+	}
+	return func(server, helo, from string) bool { return keep[key{server, helo, from}] }
 }
 
 // restartKeys names the settings that differ and are only read at start.
@@ -396,6 +440,12 @@ func restartKeys(a, b *config.Config) []string {
 		{"cache.store", a.Cache.Store, b.Cache.Store},
 		{"cache.max_entries", a.Cache.MaxEntries, b.Cache.MaxEntries},
 		{"cache.redis", fmt.Sprint(a.Cache.Redis), fmt.Sprint(b.Cache.Redis)},
+		{"callout.pool_size", a.Callout.PoolSize, b.Callout.PoolSize},
+		{"callout.max_connections_per_server", a.Callout.MaxConnectionsPerServer, b.Callout.MaxConnectionsPerServer},
+		{"callout.pool_idle_timeout", a.Callout.PoolIdleTimeout, b.Callout.PoolIdleTimeout},
+		{"callout.max_session_age", a.Callout.MaxSessionAge, b.Callout.MaxSessionAge},
+		{"callout.session_max_errors", a.Callout.SessionMaxErrors, b.Callout.SessionMaxErrors},
+		{"callout.session_max_recipients", a.Callout.SessionMaxRecipients, b.Callout.SessionMaxRecipients},
 		{"log.format", a.Log.Format, b.Log.Format},
 		{"log.file", a.Log.File, b.Log.File},
 	} {

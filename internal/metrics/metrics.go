@@ -66,7 +66,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "verdicts_total",
-			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout).",
+			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout, coalesced: another request's callout for the same address, made at the same moment).",
 		}, []string{"verdict", "source"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "cache_hits_total",

@@ -121,7 +121,7 @@ func knownValues() map[string][]string {
 		"action":         {"dunno", "reject", "defer", "defer_if_permit", "other"},
 		"verdict":        verdicts,
 		"outcome":        verdicts,
-		"source":         {"cache", "callout"},
+		"source":         {"cache", "callout", "coalesced"},
 		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking"},
 		"result":         {"success", "failure"},
 		"reason": {"connect", "timeout", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",

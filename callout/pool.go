@@ -1,0 +1,404 @@
+package callout
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// PoolSettings bound a Pool. Zero values take the defaults named, which
+// stay below Postfix's own limits with a margin.
+type PoolSettings struct {
+	// Size is the number of idle sessions kept per server (and HELO
+	// name and sender). Default 4; negative keeps none (one session per
+	// probe, as Client).
+	Size int
+	// MaxConns bounds the sessions open at once to one server; a probe
+	// beyond it waits for one, within its context. Default 10.
+	MaxConns int
+	// IdleTimeout closes (with QUIT) a session idle this long. Default
+	// 30 s, below common server idle limits (Postfix's smtpd_timeout is
+	// 300 s, Exchange's 5 min... but some appliances cut at 60 s).
+	IdleTimeout time.Duration
+	// MaxAge recycles a session this old. Default 5 min.
+	MaxAge time.Duration
+	// MaxErrors recycles a session after this many RCPTs answered 4xx or
+	// 5xx (unknown users included): Postfix delays every reply by 1 s
+	// after smtpd_soft_error_limit (10) and disconnects at
+	// smtpd_hard_error_limit (20). Default 8.
+	MaxErrors int
+	// MaxRecipients recycles a session after this many RCPTs in its one
+	// transaction (Postfix's smtpd_recipient_limit is 1000). Default 900.
+	MaxRecipients int
+}
+
+func (ps PoolSettings) size() int {
+	if ps.Size == 0 {
+		return 4
+	}
+	return max(ps.Size, 0)
+}
+
+func (ps PoolSettings) maxConns() int  { return orInt(ps.MaxConns, 10) }
+func (ps PoolSettings) maxErrors() int { return orInt(ps.MaxErrors, 8) }
+func (ps PoolSettings) maxRcpts() int  { return orInt(ps.MaxRecipients, 900) }
+func (ps PoolSettings) idle() time.Duration {
+	if ps.IdleTimeout <= 0 {
+		return 30 * time.Second
+	}
+	return ps.IdleTimeout
+}
+func (ps PoolSettings) maxAge() time.Duration {
+	if ps.MaxAge <= 0 {
+		return 5 * time.Minute
+	}
+	return ps.MaxAge
+}
+
+func orInt(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Pool is a Prober that keeps SMTP sessions open between probes. A session
+// holds one transaction: MAIL FROM once, then one RCPT TO per probe, never
+// RSET, never DATA. A Postfix backend takes one in_flow_delay token per
+// transaction whose RCPT it accepts and gets it back only with a message;
+// a verifier that opens a transaction per probe runs the pool of tokens dry
+// and then waits a second per verdict. One transaction per session takes
+// one token per session.
+//
+// A session is recycled (QUIT, in the background) before the backend would
+// punish it: after MaxErrors rejected RCPTs, MaxRecipients RCPTs, at
+// MaxAge, and after any surprise (a reply that is not 2xx/4xx/5xx to RCPT,
+// a 421, a lost connection, "too many recipients"). A pooled session the
+// server closed while idle never yields a verdict: the probe is made again,
+// once, on a fresh session.
+type Pool struct {
+	Client *Client
+	PoolSettings
+
+	mu      sync.Mutex
+	servers map[poolKey]*serverPool
+	closed  bool
+	stop    chan struct{}
+	bg      sync.WaitGroup
+	once    sync.Once
+}
+
+// poolKey: sessions can serve probes of the same server, introduced by the
+// same HELO name, in a transaction of the same sender.
+type poolKey struct {
+	server, helo, from string
+}
+
+type serverPool struct {
+	idle    []*pooledSession // most recently used last
+	open    int
+	changed chan struct{} // closed and replaced when a session is returned or closed
+}
+
+type pooledSession struct {
+	s       *Session
+	born    time.Time
+	used    time.Time
+	inTx    bool
+	rcpts   int
+	errors  int
+	retired bool
+}
+
+// NewPool returns a pool asking through c.
+func NewPool(c *Client, ps PoolSettings) *Pool {
+	p := &Pool{Client: c, PoolSettings: ps, servers: make(map[poolKey]*serverPool), stop: make(chan struct{})}
+	p.bg.Add(1)
+	go p.janitor()
+	return p
+}
+
+// Close quits every idle session and stops the pool; sessions in use are
+// closed when their probe ends.
+func (p *Pool) Close() {
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		var idle []*pooledSession
+		for _, sp := range p.servers {
+			idle = append(idle, sp.idle...)
+			sp.open -= len(sp.idle)
+			sp.idle = nil
+			sp.signal()
+		}
+		p.mu.Unlock()
+		close(p.stop)
+		for _, ps := range idle {
+			p.quit(ps)
+		}
+		p.bg.Wait()
+	})
+}
+
+// Retain closes the idle sessions of every server not in keep (after a
+// reload that changed routes); nil keeps all.
+func (p *Pool) Retain(keep func(server, helo, from string) bool) {
+	p.mu.Lock()
+	var idle []*pooledSession
+	for k, sp := range p.servers {
+		if keep(k.server, k.helo, k.from) {
+			continue
+		}
+		idle = append(idle, sp.idle...)
+		sp.open -= len(sp.idle)
+		sp.idle = nil
+		sp.signal()
+	}
+	p.mu.Unlock()
+	for _, ps := range idle {
+		p.quit(ps)
+	}
+}
+
+// Stats reports the sessions open and idle, over all servers.
+func (p *Pool) Stats() (open, idle int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sp := range p.servers {
+		open += sp.open
+		idle += len(sp.idle)
+	}
+	return open, idle
+}
+
+func (sp *serverPool) signal() {
+	close(sp.changed)
+	sp.changed = make(chan struct{})
+}
+
+// janitor quits sessions idle too long or too old, every second.
+func (p *Pool) janitor() {
+	defer p.bg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var old []*pooledSession
+		p.mu.Lock()
+		for _, sp := range p.servers {
+			keep := sp.idle[:0]
+			for _, ps := range sp.idle {
+				if now.Sub(ps.used) >= p.idle() || now.Sub(ps.born) >= p.maxAge() {
+					old = append(old, ps)
+					sp.open--
+				} else {
+					keep = append(keep, ps)
+				}
+			}
+			clear(sp.idle[len(keep):])
+			sp.idle = keep
+			if len(old) > 0 {
+				sp.signal()
+			}
+		}
+		p.mu.Unlock()
+		for _, ps := range old {
+			p.quit(ps)
+		}
+	}
+}
+
+// quit ends a session in the background: no answer waits for QUIT.
+func (p *Pool) quit(ps *pooledSession) {
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), quitTimeout)
+		defer cancel()
+		ps.s.Quit(ctx)
+	}()
+}
+
+// errPoolClosed is returned by a probe on a closed pool.
+var errPoolClosed = errors.New("callout: pool closed")
+
+// Probe implements Prober.
+func (p *Pool) Probe(ctx context.Context, r *Route, server string, rcpt Address) (Result, error) {
+	st := p.Client.settings(r)
+	key := poolKey{server: server, helo: st.heloName(), from: st.MailFrom}
+	for try := 0; ; try++ {
+		ps, fresh, err := p.acquire(ctx, key, st)
+		if err != nil {
+			return Result{}, err
+		}
+		res, err, again := p.ask(ctx, ps, st, server, rcpt, fresh)
+		p.release(key, ps)
+		if again && try == 0 && ctxDone(ctx) == nil {
+			continue
+		}
+		return res, err
+	}
+}
+
+// ask sends MAIL (for a new transaction) and RCPT on ps. again tells that
+// the answer came from a session that was no longer fit (closed by the
+// server while idle, 421, too many recipients): it is not a verdict, and
+// the probe should be made again on a fresh session.
+func (p *Pool) ask(ctx context.Context, ps *pooledSession, st *Settings, server string, rcpt Address, fresh bool) (res Result, err error, again bool) {
+	s := ps.s
+	s.cmdTimeout = st.commandTimeout()
+	ps.used = time.Now()
+	if !ps.inTx {
+		var rep Reply
+		if fresh && s.Extensions != nil && hasKey(s.Extensions, "PIPELINING") {
+			// MAIL and RCPT in one write: a round trip saved.
+			var mailErr error
+			rep, mailErr, err = s.mailRcpt(ctx, st.MailFrom, rcpt)
+			if err == nil && mailErr != nil {
+				ps.retired = true
+				return Result{}, mailErr, false
+			}
+		} else {
+			if err := s.Mail(ctx, st.MailFrom); err != nil {
+				ps.retired = true
+				return Result{}, err, !fresh && stale(err)
+			}
+			ps.inTx = true
+			rep, err = s.Rcpt(ctx, rcpt)
+		}
+		ps.inTx = true
+		if err != nil {
+			ps.retired = true
+			return Result{}, err, !fresh
+		}
+		return p.judge(ps, st, server, rcpt, rep, fresh)
+	}
+	rep, err := s.Rcpt(ctx, rcpt)
+	if err != nil {
+		ps.retired = true
+		return Result{}, err, !fresh
+	}
+	return p.judge(ps, st, server, rcpt, rep, fresh)
+}
+
+// judge reads a reply to RCPT and decides what becomes of the session.
+func (p *Pool) judge(ps *pooledSession, st *Settings, server string, rcpt Address, rep Reply, fresh bool) (Result, error, bool) {
+	ps.rcpts++
+	c := st.Rules.Classify(rep)
+	switch {
+	case rep.Code == 421:
+		// The server is closing this session (an idle timeout, say).
+		ps.retired = true
+		if !fresh {
+			return Result{}, nil, true
+		}
+	case c.Reason == "too_many_recipients":
+		// The transaction is full (Exchange's per-message limit):
+		// never a verdict; a new transaction on a new session.
+		ps.retired = true
+		if !fresh {
+			return Result{}, nil, true
+		}
+	case rep.Class() == 4 || rep.Class() == 5:
+		ps.errors++
+	case rep.Class() != 2:
+		ps.retired = true
+	}
+	if ps.errors >= p.maxErrors() || ps.rcpts >= p.maxRcpts() || time.Since(ps.born) >= p.maxAge() {
+		ps.retired = true
+	}
+	res, err := ResultOf(server, rcpt, rep, c)
+	return res, err, false
+}
+
+// stale tells whether an error of a pooled session's first command means
+// the server had closed it: a lost connection or a 421.
+func stale(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Err != nil || e.Reply != nil && e.Reply.Code == 421
+}
+
+func hasKey(m map[string]string, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// acquire returns an idle session, or a new one when fewer than MaxConns
+// are open, or waits for either within ctx.
+func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings) (*pooledSession, bool, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, false, &Error{Server: key.server, Stage: StageConnect, Err: errPoolClosed}
+		}
+		sp := p.servers[key]
+		if sp == nil {
+			sp = &serverPool{changed: make(chan struct{})}
+			p.servers[key] = sp
+		}
+		for n := len(sp.idle); n > 0; n = len(sp.idle) {
+			ps := sp.idle[n-1]
+			sp.idle[n-1] = nil
+			sp.idle = sp.idle[:n-1]
+			if time.Since(ps.used) < p.idle() && time.Since(ps.born) < p.maxAge() {
+				p.mu.Unlock()
+				return ps, false, nil
+			}
+			sp.open--
+			p.quit(ps)
+		}
+		if sp.open < p.maxConns() {
+			sp.open++
+			p.mu.Unlock()
+			s, err := p.Client.openHello(ctx, st, key.server)
+			if err != nil {
+				p.mu.Lock()
+				sp.open--
+				sp.signal()
+				p.mu.Unlock()
+				return nil, false, err
+			}
+			now := time.Now()
+			return &pooledSession{s: s, born: now, used: now}, true, nil
+		}
+		wait := sp.changed
+		p.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, false, &Error{Server: key.server, Stage: StageConnect, Err: ctx.Err()}
+		}
+	}
+}
+
+// release returns ps to its pool, or quits it when it is retired, broken,
+// or the pool keeps enough idle sessions.
+func (p *Pool) release(key poolKey, ps *pooledSession) {
+	p.mu.Lock()
+	sp := p.servers[key]
+	keep := !ps.retired && !ps.s.broken && !p.closed && len(sp.idle) < p.size()
+	if keep {
+		sp.idle = append(sp.idle, ps)
+	} else {
+		sp.open--
+	}
+	sp.signal()
+	p.mu.Unlock()
+	if !keep {
+		if ps.s.broken {
+			ps.s.Close()
+		} else {
+			p.quit(ps)
+		}
+	}
+}
