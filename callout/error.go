@@ -68,6 +68,8 @@ func (e *Error) Reason() string {
 		return e.Class.Reason
 	case e.Timeout():
 		return "timeout"
+	case errors.Is(e.Err, ErrBreakerOpen):
+		return "breaker_open"
 	case e.Stage == StageConnect:
 		return "connect"
 	case errors.Is(e.Err, ErrMalformedReply):

@@ -125,8 +125,8 @@ const (
 // BenchmarkPolicyBackendPostfix times one policy request to calloutd over
 // TCP, as smtpd sends it, with a real Postfix as the backend.
 //
-//   - fresh: a new address each time, so each verdict is a callout
-//     (connect, greeting, EHLO, MAIL FROM:<>, RCPT TO, QUIT). "unknown"
+//   - fresh: a new address each time, so each verdict is a callout (one
+//     RCPT TO in calloutd's pooled session and its one transaction). "unknown"
 //     addresses get 550 5.1.1 at RCPT; "valid" ones 250. Each against a
 //     backend with Postfix's default in_flow_delay (1s) and one with 0s.
 //     Every round (each b.N, each -count) starts with the backend's
@@ -195,6 +195,14 @@ func BenchmarkPolicyBackendPostfix(b *testing.B) {
 			})
 		}
 	})
+
+	// A verifier that keeps sessions open must never run into the
+	// backend's error limits (smtpd_soft/hard_error_limit).
+	for _, be := range backends {
+		if log := be.maillog(); strings.Contains(log, "too many errors") {
+			b.Errorf("%s disconnected calloutd for too many errors:\n%s", be.name, tail(be.path("log/maillog"), 20))
+		}
+	}
 
 	b.Run("cached", func(b *testing.B) {
 		for _, c := range []struct {

@@ -135,6 +135,7 @@ type Daemon struct {
 	level   *slog.LevelVar
 	store   cache.Store
 	pool    *callout.Pool
+	breaker *callout.Breaker
 	handler *Handler
 	server  *policyd.Server
 	metrics *metrics.Metrics
@@ -179,7 +180,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	// The pool outlives reloads; its lines go to d.trace, which looks at
 	// the log level each time.
 	d.pool = NewPool(cfg, d.trace)
-	d.handler = NewHandler(store, newRouting(cfg, d.pool), d.log, d.metrics)
+	d.breaker = &callout.Breaker{Next: d.pool, OnChange: d.breakerChanged}
+	d.handler = NewHandler(store, newRouting(cfg, d.breaker), d.log, d.metrics)
+	d.markBackends(nil, cfg)
 	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState, Panicked: d.metrics.Panic}
 	return d, nil
 }
@@ -400,7 +403,8 @@ func (d *Daemon) Reload() error {
 	if d.level != nil {
 		d.level.Set(parseLevel(cfg.Log.Level))
 	}
-	d.handler.SetRouting(newRouting(cfg, d.pool))
+	d.handler.SetRouting(newRouting(cfg, d.breaker))
+	d.markBackends(old, cfg)
 	// Sessions of servers no route asks any more, or asked with another
 	// HELO name or sender, are closed; the others are kept.
 	d.pool.Retain(poolKeys(cfg))
@@ -411,6 +415,38 @@ func (d *Daemon) Reload() error {
 	d.metrics.Reloaded(true)
 	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
 	return nil
+}
+
+// breakerChanged logs and exports a server's breaker opening or closing.
+func (d *Daemon) breakerChanged(server string, up bool, err error) {
+	d.metrics.BackendUp(server, up)
+	if up {
+		d.log.Info("backend server answers again; circuit breaker closed", "server", server)
+		return
+	}
+	d.log.Warn("backend server failing; skipped (circuit breaker open) until a trial succeeds", "server", server, "err", err)
+}
+
+// markBackends exports calloutd_backend_up for cfg's servers (1 unless
+// their breaker is open) and drops the servers of old that cfg no longer
+// has.
+func (d *Daemon) markBackends(old, cfg *config.Config) {
+	now := map[string]bool{}
+	for _, r := range cfg.Routes {
+		for _, s := range r.Servers {
+			now[s] = true
+			d.metrics.BackendUp(s, d.breaker.Up(s))
+		}
+	}
+	if old != nil {
+		for _, r := range old.Routes {
+			for _, s := range r.Servers {
+				if !now[s] {
+					d.metrics.ForgetBackend(s)
+				}
+			}
+		}
+	}
 }
 
 // poolKeys tells which pooled sessions cfg's routes still use.

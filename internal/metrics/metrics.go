@@ -33,6 +33,7 @@ type Metrics struct {
 	backendReplies   *prometheus.CounterVec
 	panics           prometheus.Counter
 	redisErrors      *prometheus.CounterVec
+	backendUp        *prometheus.GaugeVec
 	attemptDuration  *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
 	reloadOK         prometheus.Gauge
@@ -100,7 +101,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}, []string{"server"}),
 		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "backend_failures_total",
-			Help: "Backend servers that could not answer about the recipient, by server and reason: connect, timeout, greeting, hello, mail, protocol, closed, canceled, other; or, for a reply to RCPT TO that refused us, its reason (relay_denied, client_refused, helo_refused, sender_refused, policy, rate_limited, closing) or unrecognised.",
+			Help: "Backend servers that could not answer about the recipient, by server and reason: connect, timeout, breaker_open (skipped: its circuit breaker is open), greeting, hello, mail, protocol, closed, canceled, other; or, for a reply to RCPT TO that refused us, its reason (relay_denied, client_refused, helo_refused, sender_refused, policy, rate_limited, closing) or unrecognised.",
 		}, []string{"server", "reason"}),
 		backendReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "backend_replies_total",
@@ -110,6 +111,10 @@ func New(version string, cache CacheStats) *Metrics {
 			Namespace: ns, Name: "panics_total",
 			Help: "Panics recovered while answering a request; the request was answered DUNNO and the daemon lived on. Any increase is a bug: please report it with the logged stack.",
 		}),
+		backendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "backend_up",
+			Help: "1 while a backend server's circuit breaker is closed; 0 while it is open (the server failed at the connection level 3 times in a row and is skipped, with a trial after a cool-down of 1 s doubling to 1 min).",
+		}, []string{"server"}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "redis_errors_total",
 			Help: "Redis operations that failed, by op: get, set, delete, flush, lease, decode (a value calloutd could not read, treated as a miss), tracking (the invalidation connection was lost or could not be made).",
@@ -128,7 +133,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
-		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration, m.redisErrors,
+		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration, m.redisErrors, m.backendUp,
 		m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
@@ -177,6 +182,12 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// BackendUp sets a server's breaker state.
+func (m *Metrics) BackendUp(server string, up bool) { m.backendUp.WithLabelValues(server).Set(b2f(up)) }
+
+// ForgetBackend drops a server no route asks any more.
+func (m *Metrics) ForgetBackend(server string) { m.backendUp.DeleteLabelValues(server) }
 
 // RedisError counts a failed Redis operation.
 func (m *Metrics) RedisError(op string) { m.redisErrors.WithLabelValues(op).Inc() }

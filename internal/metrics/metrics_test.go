@@ -62,6 +62,7 @@ func touchAll(m *Metrics) {
 		},
 	}, time.Millisecond)
 	m.Panic()
+	m.BackendUp("a:25", false)
 	m.ConnState(+1)
 	m.Reloaded(true)
 }
@@ -124,7 +125,7 @@ func knownValues() map[string][]string {
 		"source":         {"cache", "callout", "coalesced"},
 		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking"},
 		"result":         {"success", "failure"},
-		"reason": {"connect", "timeout", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
+		"reason": {"connect", "timeout", "breaker_open", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
 			// replies to RCPT TO (callout.Classify)
 			"accepted", "no_such_user", "disabled", "moved", "admin", "greylisted", "rate_limited", "quota",
 			"too_many_recipients", "temporary", "relay_denied", "client_refused", "helo_refused", "sender_refused",

@@ -1,0 +1,103 @@
+package callout
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/calloutd/calloutd/internal/smtptest"
+)
+
+// A server that accepts connections and never greets: after 3 timeouts it
+// is skipped at no cost; after the cool-down one trial probe goes through,
+// and a server that answers again closes the breaker.
+func TestBreaker(t *testing.T) {
+	checkGoroutines(t)
+	hung := smtptest.NewServer(t, smtptest.Behavior{Silent: "GREETING"})
+	c := newClient()
+	c.CommandTimeout = 100 * time.Millisecond
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	var changes []string
+	b := &Breaker{Next: c, now: func() time.Time { return time.Unix(0, clock.Load()) },
+		OnChange: func(server string, up bool, err error) {
+			if up {
+				changes = append(changes, "up")
+			} else {
+				changes = append(changes, "down")
+			}
+		}}
+	ask := func() error {
+		_, err := b.Probe(context.Background(), nil, hung.Addr(), mustParse(t, "a@example.test"))
+		return err
+	}
+	for i := range 3 {
+		if err := ask(); err == nil || errors.Is(err, ErrBreakerOpen) {
+			t.Fatalf("probe %d: %v, want a timeout", i, err)
+		}
+	}
+	start := time.Now()
+	for range 100 {
+		err := ask()
+		var e *Error
+		if !errors.As(err, &e) || !errors.Is(err, ErrBreakerOpen) || e.Reason() != "breaker_open" {
+			t.Fatalf("breaker open: %v", err)
+		}
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Errorf("100 probes to an open breaker took %v", d)
+	}
+	if n := hung.Sessions(); n != 3 {
+		t.Errorf("%d sessions to the hung server, want 3", n)
+	}
+	if b.Up(hung.Addr()) {
+		t.Error("Up after 3 failures")
+	}
+	// Cool-down over: one trial, which fails; the next cool-down is 2 s.
+	clock.Add(int64(1100 * time.Millisecond))
+	if err := ask(); err == nil || errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("trial: %v", err)
+	}
+	clock.Add(int64(1100 * time.Millisecond))
+	if err := ask(); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("1.1 s into a 2 s cool-down: %v", err)
+	}
+	if n := hung.Sessions(); n != 4 {
+		t.Errorf("%d sessions, want 4 (one trial)", n)
+	}
+	// The server is fixed: the next trial closes the breaker.
+	b.Next = &Client{Settings: c.Settings, Dialer: redirect{to: smtptest.NewServer(t, smtptest.Behavior{}).Addr()}}
+	clock.Add(int64(time.Second))
+	if err := ask(); err != nil {
+		t.Fatalf("trial against a working server: %v", err)
+	}
+	if !b.Up(hung.Addr()) {
+		t.Error("breaker still open after a successful trial")
+	}
+	if got := len(changes); got != 2 || changes[0] != "down" || changes[1] != "up" {
+		t.Errorf("OnChange calls %v, want [down up]", changes)
+	}
+	// Replies are never failures: a server refusing everything keeps its
+	// breaker closed.
+	refusing := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users()})
+	for range 5 {
+		if _, err := b.Probe(context.Background(), nil, refusing.Addr(), mustParse(t, "a@example.test")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !b.Up(refusing.Addr()) {
+		t.Error("replies opened the breaker")
+	}
+}
+
+// redirect dials another address than the one asked: the same server name
+// now reaches a working server.
+type redirect struct{ to string }
+
+func (r redirect) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, r.to)
+}
