@@ -65,7 +65,10 @@ type Cache struct {
 	PositiveTTL Duration `toml:"positive_ttl"`
 	NegativeTTL Duration `toml:"negative_ttl"`
 	TempfailTTL Duration `toml:"tempfail_ttl"`
-	Redis       Redis    `toml:"redis"`
+	// PositiveRefresh: a valid verdict older than this is answered from
+	// the cache and verified again in the background. 0 = never.
+	PositiveRefresh Duration `toml:"positive_refresh"`
+	Redis           Redis    `toml:"redis"`
 }
 
 // Redis is the [cache.redis] table, read when cache.store = "redis".
@@ -154,11 +157,12 @@ func Default() *Config {
 			SessionMaxRecipients:    900,
 		},
 		Cache: Cache{
-			Store:       "memory",
-			MaxEntries:  1_000_000,
-			PositiveTTL: Duration(24 * time.Hour),
-			NegativeTTL: Duration(2 * time.Hour),
-			TempfailTTL: Duration(time.Minute),
+			Store:           "memory",
+			MaxEntries:      1_000_000,
+			PositiveTTL:     Duration(24 * time.Hour),
+			NegativeTTL:     Duration(2 * time.Hour),
+			TempfailTTL:     Duration(time.Minute),
+			PositiveRefresh: Duration(time.Hour),
 			Redis: Redis{
 				Addrs:       []string{"127.0.0.1:6379"},
 				KeyPrefix:   "calloutd:",
@@ -263,6 +267,9 @@ func (c *Config) validate() error {
 		}
 	default:
 		return keyError("cache.store", "%q is not one of memory, redis", c.Cache.Store)
+	}
+	if c.Cache.PositiveRefresh < 0 {
+		return keyError("cache.positive_refresh", "must not be negative")
 	}
 	if c.Cache.MaxEntries < 1 {
 		return keyError("cache.max_entries", "must be at least 1")

@@ -17,6 +17,9 @@ type Policy struct {
 	PositiveTTL      time.Duration
 	NegativeTTL      time.Duration
 	TempfailTTL      time.Duration
+	// PositiveRefresh: a valid verdict older than this is answered from
+	// the cache and verified again in the background; 0 = never.
+	PositiveRefresh time.Duration
 }
 
 // TTL is how long a verdict is cached.

@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,5 +118,62 @@ func TestReloadKeepsPooledSessions(t *testing.T) {
 	td.stop(t)
 	if !a.WaitIdle(5*time.Second) || !c.WaitIdle(5*time.Second) {
 		t.Error("sessions left open after the daemon stopped")
+	}
+}
+
+// A valid verdict older than positive_refresh is answered from the cache
+// at once and verified again in the background; a failed refresh keeps
+// the old entry.
+func TestStaleWhileRevalidate(t *testing.T) {
+	var failing atomic.Bool
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: func(addr string) string {
+		if failing.Load() {
+			return "451 4.3.0 Temporary lookup failure"
+		}
+		return smtptest.DefaultRcpt
+	}})
+	cfg := strings.Replace(config1(quoted(backend.Addr())), "[cache]\n", "[cache]\npositive_refresh = \"100ms\"\n", 1)
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	ctx := context.Background()
+	if got := p.ask("RCPT", "alice@example.test"); got != "action=DUNNO\n\n" {
+		t.Fatal(got)
+	}
+	first, _, _ := td.d.store.Get(ctx, "alice@example.test")
+	time.Sleep(150 * time.Millisecond)
+	if got := p.ask("RCPT", "alice@example.test"); got != "action=DUNNO\n\n" {
+		t.Fatal(got)
+	}
+	waitUntil(t, func() bool { return backend.Count("RCPT") == 2 })
+	waitUntil(t, func() bool {
+		e, _, _ := td.d.store.Get(ctx, "alice@example.test")
+		return e.Verified.After(first.Verified)
+	})
+	// Many hits of a stale entry start one refresh.
+	second, _, _ := td.d.store.Get(ctx, "alice@example.test")
+	failing.Store(true)
+	time.Sleep(150 * time.Millisecond)
+	for range 20 {
+		if got := p.ask("RCPT", "alice@example.test"); got != "action=DUNNO\n\n" {
+			t.Fatalf("stale entry with the backend failing: %q", got)
+		}
+	}
+	waitUntil(t, func() bool { return backend.Count("RCPT") == 3 })
+	time.Sleep(50 * time.Millisecond)
+	if n := backend.Count("RCPT"); n != 3 {
+		t.Errorf("%d RCPTs for 20 hits of a stale entry with the backend failing, want 3 (one refresh, then none before another positive_refresh)", n)
+	}
+	if e, ok, _ := td.d.store.Get(ctx, "alice@example.test"); !ok || e.Verdict != "valid" || !e.Verified.Equal(second.Verified) {
+		t.Errorf("after a failed refresh: %+v %v, want the old valid entry", e, ok)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -77,10 +77,13 @@ type Handler struct {
 	obs     Observer
 	now     func() time.Time
 
-	writes   sync.WaitGroup
-	inFlight atomic.Int32
-	closeMu  sync.RWMutex // closed and writes.Add against Wait
-	closed   bool
+	writes        sync.WaitGroup
+	inFlight      atomic.Int32
+	refreshing    atomic.Int32
+	refreshKeys   sync.Map // key → refreshInFlight, or time.Time: no refresh before
+	refreshFailed atomic.Int32
+	closeMu       sync.RWMutex // closed and writes.Add against Wait
+	closed        bool
 }
 
 // NewHandler returns a Handler over store with the given routing. obs may
@@ -168,7 +171,11 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
 			release()
 			h.obs.Verdict(v, "cache")
-			action := Decide(v, &e, true, rt.PolicyOf(e.Route, routes))
+			p := rt.PolicyOf(e.Route, routes)
+			if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
+				h.refresh(req, key, rcpt, routes, rt, fp, e.Verified)
+			}
+			action := Decide(v, &e, true, p)
 			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
 			return action
 		}
@@ -211,6 +218,88 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
 	return action
+}
+
+// maxRefreshes bounds the background re-verifications in flight, and
+// maxRefreshFailures the addresses whose failed refresh is remembered.
+const (
+	maxRefreshes       = 64
+	maxRefreshFailures = 100_000
+)
+
+type refreshInFlight struct{}
+
+// refresh verifies a valid verdict again in the background
+// (stale-while-revalidate), coalesced with any callout for the same
+// address. A definite answer replaces the entry; a failed one (tempfail,
+// unreachable) keeps it until its TTL.
+func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address, routes []*callout.Route, rt *Routing, fp uint64, verified time.Time) {
+	h.closeMu.RLock()
+	defer h.closeMu.RUnlock()
+	if h.closed {
+		return
+	}
+	// A key maps to refreshInFlight while being refreshed, and to the
+	// time it may be tried again after a failed refresh.
+	if v, ok := h.refreshKeys.Load(key); ok {
+		if until, failed := v.(time.Time); !failed || h.now().Before(until) {
+			return
+		}
+	}
+	if prev, loaded := h.refreshKeys.Swap(key, refreshInFlight{}); loaded {
+		if _, busy := prev.(refreshInFlight); busy {
+			return // another request started it just now
+		}
+		h.refreshFailed.Add(-1)
+	}
+	if h.refreshing.Add(1) > maxRefreshes {
+		h.refreshing.Add(-1)
+		h.refreshKeys.Delete(key)
+		return
+	}
+	recipient := req.Recipient
+	h.writes.Add(1)
+	go func() {
+		defer h.writes.Done()
+		defer h.refreshing.Add(-1)
+		defer h.recoverPanic("refresh")
+		start := h.now()
+		budget := rt.PolicyFor(routes[0].Name).RequestTimeout
+		v, _, _ := h.flight.Do(key, func() (any, error) {
+			h.obs.CalloutBegin()
+			ctx, cancel := context.WithTimeout(context.Background(), budget)
+			out := rt.Verifier.VerifyRoutes(ctx, rcpt, routes)
+			cancel()
+			h.obs.CalloutEnd(&out, h.now().Sub(start))
+			return &out, nil
+		})
+		out := v.(*callout.Outcome)
+		if out.Verdict != callout.Valid && out.Verdict != callout.Unknown {
+			// Not again before another positive_refresh: a failing
+			// backend is not asked once per hit. (Remembered for at
+			// most maxRefreshFailures addresses.)
+			if h.refreshFailed.Add(1) <= maxRefreshFailures {
+				h.refreshKeys.Store(key, h.now().Add(rt.PolicyOf("", routes).PositiveRefresh))
+			} else {
+				h.refreshFailed.Add(-1)
+				h.refreshKeys.Delete(key)
+			}
+			h.log.Info("refresh of a valid verdict failed; the cached one stays until its TTL",
+				"recipient", recipient, "verdict", out.Verdict.String(), "verified", verified)
+			return
+		}
+		h.refreshKeys.Delete(key)
+		e := EntryOf(out, start)
+		e.Routes = fp
+		p := rt.PolicyOf(out.Route, routes)
+		ttl := p.TTL(out.Verdict)
+		if ttl > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), cacheTimeout(budget))
+			h.set(ctx, key, e, ttl)
+			cancel()
+		}
+		h.log.Debug("verdict refreshed", "recipient", recipient, "verdict", out.Verdict.String())
+	}()
 }
 
 // cached looks key up and tells whether the entry may answer.

@@ -91,7 +91,7 @@ func NewPool(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Pool {
 // newRouting builds cfg's routes over prober.
 func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
 	rt := &Routing{
-		Policy: policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL),
+		Policy: policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
 		routes: make(map[string]*Policy, len(cfg.Routes)),
 		fps:    make(map[string]uint64, len(cfg.Routes)),
 	}
@@ -105,7 +105,7 @@ func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
 			CommandTimeout: e.Callout.CommandTimeout.D(),
 			Rules:          e.Rules,
 		}}
-		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL)
+		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL, cfg.Cache.PositiveRefresh)
 		rt.routes[r.Name] = &p
 	}
 	for i := range routes {
@@ -115,7 +115,7 @@ func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
 	return rt
 }
 
-func policyOf(co *config.Callout, positive, negative, tempfail config.Duration) Policy {
+func policyOf(co *config.Callout, positive, negative, tempfail, refresh config.Duration) Policy {
 	return Policy{
 		RequestTimeout:   co.RequestTimeout.D(),
 		DeferUnreachable: co.UnreachableAction == "defer",
@@ -123,6 +123,7 @@ func policyOf(co *config.Callout, positive, negative, tempfail config.Duration) 
 		PositiveTTL:      positive.D(),
 		NegativeTTL:      negative.D(),
 		TempfailTTL:      tempfail.D(),
+		PositiveRefresh:  refresh.D(),
 	}
 }
 
