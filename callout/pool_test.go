@@ -259,3 +259,23 @@ func TestPoolIdleTimeout(t *testing.T) {
 		t.Errorf("%d sessions open after the idle timeout", open)
 	}
 }
+
+// A server that drops the connection after MAIL (with and without
+// PIPELINING): an error, never a verdict, and the session is not kept.
+func TestPoolServerDropsAfterMail(t *testing.T) {
+	checkGoroutines(t)
+	for _, ehlo := range []string{smtptest.DefaultEHLO, "250 smtptest"} {
+		srv := smtptest.NewServer(t, smtptest.Behavior{EHLO: ehlo, Drop: "MAIL"})
+		p := newPool(t, PoolSettings{})
+		res, err := probe(t, p, srv.Addr(), "a@example.test")
+		if err == nil {
+			t.Fatalf("EHLO %q: verdict %v from a server that dropped the connection", ehlo, res.Verdict)
+		}
+		if open, idle := p.Stats(); open != 0 || idle != 0 {
+			t.Errorf("EHLO %q: %d open, %d idle after a dropped session", ehlo, open, idle)
+		}
+		if n := srv.Sessions(); n != 1 {
+			t.Errorf("EHLO %q: %d sessions, want 1 (a fresh session is not retried)", ehlo, n)
+		}
+	}
+}

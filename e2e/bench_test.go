@@ -38,7 +38,7 @@ virtual_alias_maps = regexp:{ {/^v[0-9]+@example\.test$$/ alice@example.test} }
 
 // benchBackend configures (does not start) a backend like the suite's.
 // inFlowDelay "" keeps Postfix's default (1s).
-func benchBackend(b *testing.B, s *suite, name, inFlowDelay string) *instance {
+func benchBackend(b testing.TB, s *suite, name, inFlowDelay string) *instance {
 	b.Helper()
 	var boxes []string
 	for _, u := range backendUsers {
@@ -60,7 +60,7 @@ func benchBackend(b *testing.B, s *suite, name, inFlowDelay string) *instance {
 // smtpd takes a token when it opens a queue file, at the first accepted
 // RCPT of a transaction; one that ends without DATA (a callout for an
 // existing user) never wakes qmgr, so the token is not made up for.
-func (in *instance) kickQmgr(b *testing.B) {
+func (in *instance) kickQmgr(b testing.TB) {
 	b.Helper()
 	postkick := lookPath("postkick")
 	if postkick == "" {
@@ -106,7 +106,7 @@ servers = ["127.0.0.1:%d"]
 `, listen, logFile, backendPort)
 }
 
-func startBenchCalloutd(b *testing.B, s *suite, name, listen string, backendPort int) {
+func startBenchCalloutd(b testing.TB, s *suite, name, listen string, backendPort int) {
 	b.Helper()
 	s.startCalloutdConfig(b, name, listen, func(logFile string) string {
 		return benchCalloutdConfig(listen, logFile, backendPort)
