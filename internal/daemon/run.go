@@ -181,6 +181,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	// The pool outlives reloads; its lines go to d.trace, which looks at
 	// the log level each time.
 	d.pool = NewPool(cfg, d.trace)
+	d.metrics.WatchPool(d.pool)
 	d.breaker = &callout.Breaker{Next: d.pool, OnChange: d.breakerChanged}
 	d.handler = NewHandler(store, newRouting(cfg, d.breaker), d.log, d.metrics)
 	d.markBackends(nil, cfg)

@@ -183,6 +183,25 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// PoolStats is what the callout session pool tells about itself.
+type PoolStats interface {
+	Stats() (open, idle int)
+}
+
+// WatchPool exports the session pool's sessions.
+func (m *Metrics) WatchPool(p PoolStats) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "backend_sessions_open",
+			Help: "SMTP sessions to backend servers open now, busy or idle in the pool.",
+		}, func() float64 { open, _ := p.Stats(); return float64(open) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "backend_sessions_idle",
+			Help: "SMTP sessions to backend servers idle in the pool, each holding its one open transaction.",
+		}, func() float64 { _, idle := p.Stats(); return float64(idle) }),
+	)
+}
+
 // BackendUp sets a server's breaker state.
 func (m *Metrics) BackendUp(server string, up bool) { m.backendUp.WithLabelValues(server).Set(b2f(up)) }
 

@@ -63,6 +63,7 @@ func touchAll(m *Metrics) {
 	}, time.Millisecond)
 	m.Panic()
 	m.BackendUp("a:25", false)
+	m.WatchPool(fakePool{})
 	m.ConnState(+1)
 	m.Reloaded(true)
 }
@@ -695,3 +696,7 @@ func TestConcurrentObservers(t *testing.T) {
 		t.Errorf("calloutd_callout_duration_seconds{route=\"r\",outcome=\"unknown\"}: want count %d", n)
 	}
 }
+
+type fakePool struct{}
+
+func (fakePool) Stats() (open, idle int) { return 3, 2 }
