@@ -26,7 +26,7 @@ type Breaker struct {
 	MaxCooldown time.Duration // default 1 min
 	// OnChange, if set, is called (outside any lock) when a server's
 	// breaker opens (up false) or closes (up true).
-	OnChange func(server string, up bool, err error)
+	OnChange func(server string, up bool)
 
 	mu      sync.Mutex
 	servers map[string]*breakerState
@@ -54,10 +54,48 @@ func (b *Breaker) Probe(ctx context.Context, r *Route, server string, rcpt Addre
 	if !ok {
 		return Result{}, &Error{Server: server, Stage: StageConnect, Err: ErrBreakerOpen}
 	}
+	// The server is blamed for a wait the verdict's budget cut short
+	// only if the probe started with a fair share of budget left.
+	blame := true
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < minBlameBudget {
+		blame = false
+	}
+	recorded := false
+	defer func() {
+		if !recorded { // a panic below: the trial must not stay taken
+			b.record(server, trial, outcomeAborted)
+		}
+	}()
 	res, err := b.Next.Probe(ctx, r, server, rcpt)
-	b.record(server, trial, err)
+	recorded = true
+	o := outcomeOK
+	switch {
+	case connectionFailure(err):
+		o = outcomeFailed
+	case errors.Is(err, context.DeadlineExceeded):
+		if blame {
+			o = outcomeFailed // no reply before the budget ran out
+		} else {
+			o = outcomeAborted
+		}
+	case errors.Is(err, context.Canceled) || errors.Is(err, errPoolClosed):
+		o = outcomeAborted
+	}
+	b.record(server, trial, o)
 	return res, err
 }
+
+// minBlameBudget: a probe that started with less budget than this and ran
+// out of it says nothing about the server.
+const minBlameBudget = 500 * time.Millisecond
+
+type outcome int
+
+const (
+	outcomeOK      outcome = iota
+	outcomeFailed          // the server could not be talked to
+	outcomeAborted         // the caller gave up: says nothing either way
+)
 
 // admit tells whether a probe may go to server, and whether it is the
 // trial of an open breaker.
@@ -78,7 +116,8 @@ func (b *Breaker) admit(server string) (trial, ok bool) {
 // connectionFailure tells whether err says the server could not be talked
 // to, as opposed to a reply it gave, or a budget that ran out.
 func connectionFailure(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBreakerOpen) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrBreakerOpen) || errors.Is(err, errPoolClosed) {
 		return false
 	}
 	var e *Error
@@ -92,15 +131,15 @@ func connectionFailure(err error) bool {
 	return e.Reply != nil && (e.Stage == StageGreeting || e.Stage == StageHello)
 }
 
-func (b *Breaker) record(server string, trial bool, err error) {
-	failed := connectionFailure(err)
+func (b *Breaker) record(server string, trial bool, o outcome) {
+	failed := o == outcomeFailed
 	b.mu.Lock()
 	if b.servers == nil {
 		b.servers = make(map[string]*breakerState)
 	}
 	st := b.servers[server]
 	if st == nil {
-		if !failed {
+		if !failed { // aborted or fine: nothing to remember
 			b.mu.Unlock()
 			return
 		}
@@ -109,6 +148,12 @@ func (b *Breaker) record(server string, trial bool, err error) {
 	}
 	changed, up := false, false
 	switch {
+	case o == outcomeAborted:
+		if trial {
+			// No answer either way: the next request tries again.
+			st.trial = false
+			st.until = b.clock()
+		}
 	case trial:
 		st.trial = false
 		if failed {
@@ -131,7 +176,7 @@ func (b *Breaker) record(server string, trial bool, err error) {
 	}
 	b.mu.Unlock()
 	if changed && b.OnChange != nil {
-		b.OnChange(server, up, err)
+		b.OnChange(server, up)
 	}
 }
 

@@ -23,7 +23,7 @@ func TestBreaker(t *testing.T) {
 	clock.Store(time.Now().UnixNano())
 	var changes []string
 	b := &Breaker{Next: c, now: func() time.Time { return time.Unix(0, clock.Load()) },
-		OnChange: func(server string, up bool, err error) {
+		OnChange: func(server string, up bool) {
 			if up {
 				changes = append(changes, "up")
 			} else {
@@ -100,4 +100,33 @@ type redirect struct{ to string }
 func (r redirect) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, network, r.to)
+}
+
+// A trial that the caller's budget cuts short says nothing: the breaker
+// stays open and the next request may try.
+func TestBreakerAbortedTrial(t *testing.T) {
+	hung := smtptest.NewServer(t, smtptest.Behavior{Silent: "GREETING"})
+	c := newClient()
+	c.CommandTimeout = 50 * time.Millisecond
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	b := &Breaker{Next: c, now: func() time.Time { return time.Unix(0, clock.Load()) }}
+	for range 3 {
+		_, _ = b.Probe(context.Background(), nil, hung.Addr(), mustParse(t, "a@example.test"))
+	}
+	if b.Up(hung.Addr()) {
+		t.Fatal("not open after 3 timeouts")
+	}
+	clock.Add(int64(2 * time.Second))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Probe(ctx, nil, hung.Addr(), mustParse(t, "a@example.test")); errors.Is(err, ErrBreakerOpen) {
+		t.Fatal("trial refused")
+	}
+	if b.Up(hung.Addr()) {
+		t.Error("a cancelled trial closed the breaker")
+	}
+	if _, err := b.Probe(context.Background(), nil, hung.Addr(), mustParse(t, "a@example.test")); errors.Is(err, ErrBreakerOpen) {
+		t.Error("after a cancelled trial the next request may not try")
+	}
 }

@@ -99,10 +99,12 @@ type serverPool struct {
 	idle    []*pooledSession // most recently used last
 	open    int
 	changed chan struct{} // closed and replaced when a session is returned or closed
+	dropped bool          // by Retain: sessions in use are closed when returned
 }
 
 type pooledSession struct {
 	s       *Session
+	sp      *serverPool
 	born    time.Time
 	used    time.Time
 	inTx    bool
@@ -124,7 +126,6 @@ func NewPool(c *Client, ps PoolSettings) *Pool {
 func (p *Pool) Close() {
 	p.once.Do(func() {
 		p.mu.Lock()
-		p.closed = true
 		var idle []*pooledSession
 		for _, sp := range p.servers {
 			idle = append(idle, sp.idle...)
@@ -133,10 +134,13 @@ func (p *Pool) Close() {
 			sp.signal()
 		}
 		p.mu.Unlock()
-		close(p.stop)
 		for _, ps := range idle {
-			p.quit(ps)
+			p.quit(ps) // QUIT, in goroutines Close waits for
 		}
+		p.mu.Lock()
+		p.closed = true // later quits close at once
+		p.mu.Unlock()
+		close(p.stop)
 		p.bg.Wait()
 	})
 }
@@ -153,6 +157,8 @@ func (p *Pool) Retain(keep func(server, helo, from string) bool) {
 		idle = append(idle, sp.idle...)
 		sp.open -= len(sp.idle)
 		sp.idle = nil
+		sp.dropped = true
+		delete(p.servers, k)
 		sp.signal()
 	}
 	p.mu.Unlock()
@@ -216,7 +222,17 @@ func (p *Pool) janitor() {
 
 // quit ends a session in the background: no answer waits for QUIT.
 func (p *Pool) quit(ps *pooledSession) {
-	p.bg.Add(1)
+	p.mu.Lock()
+	closed := p.closed
+	if !closed {
+		p.bg.Add(1)
+	}
+	p.mu.Unlock()
+	if closed {
+		// Close is waiting, or done: no goroutine it would not wait for.
+		ps.s.Close()
+		return
+	}
 	go func() {
 		defer p.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), quitTimeout)
@@ -233,7 +249,9 @@ func (p *Pool) Probe(ctx context.Context, r *Route, server string, rcpt Address)
 	st := p.Client.settings(r)
 	key := poolKey{server: server, helo: st.heloName(), from: st.MailFrom}
 	for try := 0; ; try++ {
-		ps, fresh, err := p.acquire(ctx, key, st)
+		// The retry of a stale session takes a fresh one: the other
+		// idle sessions may be as stale (a restarted backend).
+		ps, fresh, err := p.acquire(ctx, key, st, try > 0)
 		if err != nil {
 			return Result{}, err
 		}
@@ -292,19 +310,13 @@ func (p *Pool) judge(ps *pooledSession, st *Settings, server string, rcpt Addres
 	ps.rcpts++
 	c := st.Rules.Classify(rep)
 	switch {
-	case rep.Code == 421:
-		// The server is closing this session (an idle timeout, say).
+	case rep.Code == 421 || c.Reason == "too_many_recipients":
+		// The server is closing this session (an idle timeout, say),
+		// or the transaction is full (Exchange's per-message limit):
+		// never a verdict. Asked again on a new session; if this one
+		// was new, the server is unavailable for this verdict.
 		ps.retired = true
-		if !fresh {
-			return Result{}, nil, true
-		}
-	case c.Reason == "too_many_recipients":
-		// The transaction is full (Exchange's per-message limit):
-		// never a verdict; a new transaction on a new session.
-		ps.retired = true
-		if !fresh {
-			return Result{}, nil, true
-		}
+		return Result{}, &Error{Server: server, Stage: StageRcpt, Command: "RCPT TO:<" + rcpt.Wire() + ">", Reply: &rep, Class: c}, !fresh
 	case rep.Class() == 4 || rep.Class() == 5:
 		ps.errors++
 	case rep.Class() != 2:
@@ -334,7 +346,7 @@ func hasKey(m map[string]string, k string) bool {
 
 // acquire returns an idle session, or a new one when fewer than MaxConns
 // are open, or waits for either within ctx.
-func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings) (*pooledSession, bool, error) {
+func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings, fresh bool) (*pooledSession, bool, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -346,20 +358,34 @@ func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings) (*pooledS
 			sp = &serverPool{changed: make(chan struct{})}
 			p.servers[key] = sp
 		}
-		for n := len(sp.idle); n > 0; n = len(sp.idle) {
+		var stale []*pooledSession
+		var found *pooledSession
+		for n := len(sp.idle); n > 0 && found == nil; n = len(sp.idle) {
 			ps := sp.idle[n-1]
 			sp.idle[n-1] = nil
 			sp.idle = sp.idle[:n-1]
-			if time.Since(ps.used) < p.idle() && time.Since(ps.born) < p.maxAge() {
-				p.mu.Unlock()
-				return ps, false, nil
+			// A session the server closed or spoke on while idle
+			// (421, "timeout") is not used, nor, when a fresh one is
+			// asked for, any idle one.
+			if !fresh && time.Since(ps.used) < p.idle() && time.Since(ps.born) < p.maxAge() && ps.s.idle() {
+				found = ps
+			} else {
+				sp.open--
+				stale = append(stale, ps)
 			}
-			sp.open--
-			p.quit(ps)
+		}
+		if len(stale) > 0 {
+			sp.signal()
+		}
+		if found != nil {
+			p.mu.Unlock()
+			p.closeAll(stale)
+			return found, false, nil
 		}
 		if sp.open < p.maxConns() {
 			sp.open++
 			p.mu.Unlock()
+			p.closeAll(stale)
 			s, err := p.Client.openHello(ctx, st, key.server)
 			if err != nil {
 				p.mu.Lock()
@@ -369,10 +395,11 @@ func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings) (*pooledS
 				return nil, false, err
 			}
 			now := time.Now()
-			return &pooledSession{s: s, born: now, used: now}, true, nil
+			return &pooledSession{s: s, sp: sp, born: now, used: now}, true, nil
 		}
 		wait := sp.changed
 		p.mu.Unlock()
+		p.closeAll(stale)
 		select {
 		case <-wait:
 		case <-ctx.Done():
@@ -381,12 +408,20 @@ func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings) (*pooledS
 	}
 }
 
+// closeAll ends sessions found unfit: closed at once when the server
+// already spoke or hung up, else with QUIT in the background.
+func (p *Pool) closeAll(list []*pooledSession) {
+	for _, ps := range list {
+		p.quit(ps)
+	}
+}
+
 // release returns ps to its pool, or quits it when it is retired, broken,
 // or the pool keeps enough idle sessions.
 func (p *Pool) release(key poolKey, ps *pooledSession) {
 	p.mu.Lock()
-	sp := p.servers[key]
-	keep := !ps.retired && !ps.s.broken && !p.closed && len(sp.idle) < p.size()
+	sp := ps.sp
+	keep := !ps.retired && !ps.s.broken && !p.closed && !sp.dropped && len(sp.idle) < p.size()
 	if keep {
 		sp.idle = append(sp.idle, ps)
 	} else {

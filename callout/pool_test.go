@@ -130,7 +130,7 @@ func TestPoolTooManyRecipients(t *testing.T) {
 
 // scriptServer is a raw SMTP server whose first connection closes right
 // after answering its first RCPT, as a server ending an idle session does.
-func scriptServer(t *testing.T, pipelining bool) (addr string, conns *atomic.Int32, lines func() []string) {
+func scriptServer(t *testing.T, pipelining bool, idleNotice string) (addr string, conns *atomic.Int32, lines func() []string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +177,10 @@ func scriptServer(t *testing.T, pipelining bool) (addr string, conns *atomic.Int
 					case "RCPT":
 						fmt.Fprint(c, "250 2.1.5 Ok\r\n")
 						if n == 1 {
+							if idleNotice != "" {
+								time.Sleep(20 * time.Millisecond)
+								fmt.Fprint(c, idleNotice+"\r\n")
+							}
 							return // closed while idle
 						}
 					case "QUIT":
@@ -195,12 +199,16 @@ func scriptServer(t *testing.T, pipelining bool) (addr string, conns *atomic.Int
 // A pooled session the server closed while idle never yields a verdict:
 // the probe is made again on a fresh session, with or without PIPELINING.
 func TestPoolSessionClosedWhileIdle(t *testing.T) {
-	for _, pipelining := range []bool{true, false} {
-		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+	for _, c := range []struct {
+		pipelining bool
+		notice     string
+	}{{true, ""}, {false, ""}, {true, "421 4.4.2 script Error: timeout exceeded"}, {false, "451 4.7.0 Timeout waiting for client input"}} {
+		t.Run(fmt.Sprintf("pipelining=%v,notice=%q", c.pipelining, c.notice), func(t *testing.T) {
 			checkGoroutines(t)
-			addr, conns, _ := scriptServer(t, pipelining)
+			addr, conns, _ := scriptServer(t, c.pipelining, c.notice)
 			p := newPool(t, PoolSettings{})
 			for i := range 3 {
+				time.Sleep(50 * time.Millisecond) // the notice arrives while idle
 				if res, err := probe(t, p, addr, "alice@example.test"); err != nil || res.Verdict != Valid {
 					t.Fatalf("probe %d: %v %v", i, res.Verdict, err)
 				}

@@ -151,6 +151,16 @@ func (s *Session) Quit(ctx context.Context) {
 // quitTimeout bounds the wait for QUIT's reply, which decides nothing.
 const quitTimeout = time.Second
 
+// idle tells whether a session that sat unused is still fit: the server has
+// sent nothing (a 421 or an "idle timeout" notice) and not closed it. It
+// does not block.
+func (s *Session) idle() bool {
+	if s.broken || s.br.Buffered() > 0 {
+		return false
+	}
+	return quiet(s.conn)
+}
+
 // Close closes the connection without QUIT.
 func (s *Session) Close() error { return s.conn.Close() }
 
@@ -215,7 +225,14 @@ func (s *Session) exchangeMany(ctx context.Context, stage Stage, reps []Reply, c
 	}
 	// Cancelling ctx must unblock a read that is stuck on a silent server.
 	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer func() {
+		if !stop() {
+			// The context ended as the exchange did: its past
+			// deadline may land on the connection after we return,
+			// so the session must not be used again.
+			s.broken = true
+		}
+	}()
 
 	if cmd != "" {
 		for _, c := range cmds {

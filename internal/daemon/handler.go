@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,7 +187,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	// callout: the first makes it, the others wait for its outcome. It
 	// runs to the first one's deadline even if that client goes away.
 	leader := false
-	v, _, _ := h.flight.Do(key, func() (any, error) {
+	v, _, _ := h.flight.Do(flightKey(key, fp), func() (any, error) {
 		leader = true
 		h.obs.CalloutBegin()
 		cstart := h.now()
@@ -218,6 +219,13 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
 	return action
+}
+
+// flightKey: requests share a callout only under the same routes (a
+// reload in between must not answer a new request with the old routes'
+// verdict).
+func flightKey(key string, fp uint64) string {
+	return key + "\x00" + strconv.FormatUint(fp, 16)
 }
 
 // maxRefreshes bounds the background re-verifications in flight, and
@@ -265,7 +273,7 @@ func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address
 		defer h.recoverPanic("refresh")
 		start := h.now()
 		budget := rt.PolicyFor(routes[0].Name).RequestTimeout
-		v, _, _ := h.flight.Do(key, func() (any, error) {
+		v, _, _ := h.flight.Do(flightKey(key, fp), func() (any, error) {
 			h.obs.CalloutBegin()
 			ctx, cancel := context.WithTimeout(context.Background(), budget)
 			out := rt.Verifier.VerifyRoutes(ctx, rcpt, routes)
@@ -278,6 +286,9 @@ func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address
 			// Not again before another positive_refresh: a failing
 			// backend is not asked once per hit. (Remembered for at
 			// most maxRefreshFailures addresses.)
+			if h.refreshFailed.Load() >= maxRefreshFailures {
+				h.sweepRefreshFailures()
+			}
 			if h.refreshFailed.Add(1) <= maxRefreshFailures {
 				h.refreshKeys.Store(key, h.now().Add(rt.PolicyOf("", routes).PositiveRefresh))
 			} else {
@@ -300,6 +311,20 @@ func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address
 		}
 		h.log.Debug("verdict refreshed", "recipient", recipient, "verdict", out.Verdict.String())
 	}()
+}
+
+// sweepRefreshFailures forgets the failed refreshes that may be tried
+// again already.
+func (h *Handler) sweepRefreshFailures() {
+	now := h.now()
+	h.refreshKeys.Range(func(k, v any) bool {
+		if until, ok := v.(time.Time); ok && !now.Before(until) {
+			if h.refreshKeys.CompareAndDelete(k, v) {
+				h.refreshFailed.Add(-1)
+			}
+		}
+		return true
+	})
 }
 
 // cached looks key up and tells whether the entry may answer.

@@ -420,13 +420,13 @@ func (d *Daemon) Reload() error {
 }
 
 // breakerChanged logs and exports a server's breaker opening or closing.
-func (d *Daemon) breakerChanged(server string, up bool, err error) {
+func (d *Daemon) breakerChanged(server string, up bool) {
 	d.metrics.BackendUp(server, up)
 	if up {
 		d.log.Info("backend server answers again; circuit breaker closed", "server", server)
 		return
 	}
-	d.log.Warn("backend server failing; skipped (circuit breaker open) until a trial succeeds", "server", server, "err", err)
+	d.log.Warn("backend server failing at the connection level; skipped (circuit breaker open) until a trial succeeds", "server", server)
 }
 
 // markBackends exports calloutd_backend_up for cfg's servers (1 unless
