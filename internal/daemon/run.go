@@ -212,16 +212,6 @@ func NewStore(cfg *config.Config, log *slog.Logger, onError func(op string), tra
 	return s, nil
 }
 
-// tracer returns the SMTP line logger when debug logging is on, else nil,
-// so that at other levels no trace line is ever formatted. The level only
-// changes on reload, which builds a new routing with a new tracer.
-func (d *Daemon) tracer() func(callout.TraceEvent) {
-	if d.log.Enabled(context.Background(), slog.LevelDebug) {
-		return d.trace
-	}
-	return nil
-}
-
 // trace logs every SMTP line at debug level.
 func (d *Daemon) trace(ev callout.TraceEvent) {
 	if !d.log.Enabled(context.Background(), slog.LevelDebug) {
