@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ type Memory struct {
 	mask      uint64
 	evictions atomic.Uint64
 	now       func() time.Time // for tests
+	interned  interner
 }
 
 type memShard struct {
@@ -28,11 +30,126 @@ type memShard struct {
 	head  memNode // sentinel: head.next is the most recently used
 }
 
+// memNode is one entry, kept compact (88 bytes): a million cached verdicts
+// must fit in little memory. The few distinct verdict words, codes, routes,
+// servers and reasons are one interned "meta" index; reply texts are
+// interned too while there are few distinct ones (most backends word every
+// "user unknown" alike); times are Unix nanoseconds.
 type memNode struct {
 	key        string
-	entry      Entry
-	expires    time.Time
+	text       string
 	prev, next *memNode
+	verified   int64 // Unix ns; noTime for the zero time
+	expires    int64 // Unix ns
+	routes     uint64
+	own        *entryMeta // when the interned metas are full
+	meta       uint32
+	code       uint16
+}
+
+// noTime stands for the zero time.Time in memNode.verified.
+const noTime = math.MinInt64
+
+// entryMeta is the low-cardinality part of an Entry.
+type entryMeta struct {
+	verdict, enhanced, route, server, reason string
+	local                                    bool
+}
+
+// interner hands out indices of entryMeta values and canonical copies of
+// reply texts. Reads (Get) load a snapshot without locking.
+type interner struct {
+	mu      sync.Mutex
+	metas   atomic.Pointer[[]entryMeta]
+	metaIdx map[entryMeta]uint32
+	texts   map[string]string
+}
+
+// maxTexts bounds the interned reply texts, and maxMetas the interned
+// metas; beyond them (texts that name the recipient, a backend inventing
+// enhanced codes) each entry keeps its own.
+const (
+	maxTexts = 4096
+	maxMetas = 65536
+)
+
+// meta returns m's index, ok false when the table is full.
+func (in *interner) meta(m entryMeta) (uint32, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if i, ok := in.metaIdx[m]; ok {
+		return i, true
+	}
+	if len(in.metaIdx) >= maxMetas {
+		return 0, false
+	}
+	if in.metaIdx == nil {
+		in.metaIdx = make(map[entryMeta]uint32)
+	}
+	var list []entryMeta
+	if p := in.metas.Load(); p != nil {
+		list = *p
+	}
+	i := uint32(len(list))
+	// Readers index only below the length of the snapshot they loaded,
+	// so appending in place (amortised) never touches what they read.
+	grown := append(list, m)
+	in.metas.Store(&grown)
+	in.metaIdx[m] = i
+	return i, true
+}
+
+func (in *interner) text(t string) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if c, ok := in.texts[t]; ok {
+		return c
+	}
+	if in.texts == nil {
+		in.texts = make(map[string]string)
+	}
+	t = strings.Clone(t) // never keep the caller's (larger) backing array
+	if len(in.texts) < maxTexts {
+		in.texts[t] = t
+	}
+	return t
+}
+
+func (in *interner) lookup(i uint32) entryMeta { return (*in.metas.Load())[i] }
+
+func (m *Memory) pack(n *memNode, e *Entry, expires time.Time) {
+	n.text = m.interned.text(e.Text)
+	md := entryMeta{e.Verdict, e.Enhanced, e.Route, e.Server, e.Reason, e.Local}
+	var ok bool
+	if n.meta, ok = m.interned.meta(md); !ok {
+		own := md
+		n.own = &own
+	}
+	n.code = uint16(min(max(e.Code, 0), math.MaxUint16))
+	n.routes = e.Routes
+	n.verified = noTime
+	if !e.Verified.IsZero() {
+		n.verified = e.Verified.UnixNano()
+	}
+	n.expires = expires.UnixNano()
+}
+
+func (m *Memory) unpack(n *memNode) Entry {
+	var md entryMeta
+	if n.own != nil {
+		md = *n.own
+	} else {
+		md = m.interned.lookup(n.meta)
+	}
+	e := Entry{
+		Verdict: md.verdict, Code: int(n.code), Enhanced: md.enhanced, Text: n.text, Route: md.route,
+		Server: md.server, Reason: md.reason, Routes: n.routes, Local: md.local,
+		Expires: time.Unix(0, n.expires).UTC(),
+	}
+	if n.verified != noTime {
+		e.Verified = time.Unix(0, n.verified).UTC()
+	}
+	return e
 }
 
 // NewMemory returns a store holding at most maxEntries entries (at least 1).
@@ -72,15 +189,13 @@ func (m *Memory) Get(_ context.Context, key string) (Entry, bool, error) {
 	if n == nil {
 		return Entry{}, false, nil
 	}
-	if !m.now().Before(n.expires) {
+	if m.now().UnixNano() >= n.expires {
 		s.remove(n)
 		return Entry{}, false, nil
 	}
 	s.unlink(n)
 	s.pushFront(n)
-	e := n.entry
-	e.Expires = n.expires
-	return e, true, nil
+	return m.unpack(n), true, nil
 }
 
 // Set implements Store.
@@ -88,13 +203,15 @@ func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) 
 	if ttl <= 0 {
 		return nil
 	}
-	e.Expires = time.Time{}
 	expires := m.now().Add(ttl)
+	var packed memNode
+	m.pack(&packed, &e, expires) // interning outside the shard's lock
 	s := m.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n := s.items[key]; n != nil {
-		n.entry, n.expires = e, expires
+		packed.key, packed.prev, packed.next = n.key, n.prev, n.next
+		*n = packed
 		s.unlink(n)
 		s.pushFront(n)
 		return nil
@@ -103,7 +220,9 @@ func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) 
 		s.remove(s.head.prev)
 		m.evictions.Add(1)
 	}
-	n := &memNode{key: key, entry: e, expires: expires}
+	n := new(memNode)
+	*n = packed
+	n.key = key
 	s.items[key] = n
 	s.pushFront(n)
 	return nil

@@ -520,13 +520,13 @@ func BenchmarkMemoryGetParallel(b *testing.B) {
 // per entry: key, node, map slot, and a negative verdict's reply text of its
 // own. Verdict, route and server strings are shared, as the daemon's are.
 func BenchmarkMemoryFootprint(b *testing.B) {
-	const entries = 100_000
+	const entries = 1_000_000 // the default max_entries: the target is per entry at this size
 	var perEntry float64
 	for b.Loop() {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		m := NewMemory(1_000_000) // the default bound; room to spare in every shard
+		m := NewMemory(2 * entries) // room to spare in every shard
 		for i := range entries {
 			e := sample
 			e.Text = strings.Clone(sample.Text)
@@ -541,4 +541,25 @@ func BenchmarkMemoryFootprint(b *testing.B) {
 		runtime.KeepAlive(m)
 	}
 	b.ReportMetric(perEntry, "B/entry")
+}
+
+// Entries keep their own metadata when the interned table is full (a
+// backend inventing enhanced codes), and their own texts beyond the
+// interned ones: nothing is lost either way.
+func TestMemoryInternOverflow(t *testing.T) {
+	m := NewMemory(200_000)
+	const n = maxMetas + 500
+	for i := range n {
+		e := sample
+		e.Enhanced = fmt.Sprintf("5.%d.%d", i/1000, i%1000)
+		e.Text = fmt.Sprintf("text %d", i)
+		mustSet(t, m, fmt.Sprintf("u%d@example.com", i), e, time.Hour)
+	}
+	for _, i := range []int{0, maxMetas - 1, maxMetas, n - 1} {
+		e, ok := mustGet(t, m, fmt.Sprintf("u%d@example.com", i))
+		want := fmt.Sprintf("5.%d.%d", i/1000, i%1000)
+		if !ok || e.Enhanced != want || e.Text != fmt.Sprintf("text %d", i) || e.Route != sample.Route || e.Verdict != sample.Verdict {
+			t.Errorf("entry %d: %+v %v, want enhanced %s", i, e, ok, want)
+		}
+	}
 }
