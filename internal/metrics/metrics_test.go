@@ -431,6 +431,12 @@ func TestPolicyRequest(t *testing.T) {
 	for k, n := range want {
 		checkValue(t, fams, n, "calloutd_policy_requests_total", "protocol_state", k[0], "action", k[1])
 	}
+	// The RCPT series of every action are exported from the start, at 0.
+	for _, a := range []string{"dunno", "reject", "defer", "defer_if_permit", "other"} {
+		if _, ok := want[[2]string{"RCPT", a}]; !ok {
+			want[[2]string{"RCPT", a}] = 0
+		}
+	}
 	if got := len(fams["calloutd_policy_requests_total"].GetMetric()); got != len(want) {
 		t.Errorf("calloutd_policy_requests_total has %d series, want %d: %s", got, len(want), describe(fams["calloutd_policy_requests_total"]))
 	}
@@ -457,8 +463,10 @@ func TestCacheAndVerdicts(t *testing.T) {
 	checkValue(t, fams, 1, "calloutd_verdicts_total", "verdict", "valid", "source", "cache")
 	checkValue(t, fams, 2, "calloutd_verdicts_total", "verdict", "unknown", "source", "callout")
 	checkValue(t, fams, 1, "calloutd_verdicts_total", "verdict", "unreachable", "source", "callout")
-	if got := len(fams["calloutd_verdicts_total"].GetMetric()); got != 3 {
-		t.Errorf("calloutd_verdicts_total has %d series, want 3: %s", got, describe(fams["calloutd_verdicts_total"]))
+	// Every verdict from the cache is exported from the start, at 0.
+	checkValue(t, fams, 0, "calloutd_verdicts_total", "verdict", "tempfail", "source", "cache")
+	if got := len(fams["calloutd_verdicts_total"].GetMetric()); got != 6 {
+		t.Errorf("calloutd_verdicts_total has %d series, want 6: %s", got, describe(fams["calloutd_verdicts_total"]))
 	}
 	if fams["calloutd_cache_entries"] != nil || fams["calloutd_cache_evictions_total"] != nil {
 		t.Error("without a memory store, calloutd_cache_entries and calloutd_cache_evictions_total are exported")
