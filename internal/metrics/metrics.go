@@ -35,12 +35,12 @@ type Metrics struct {
 	redisErrors      *prometheus.CounterVec
 	backendUp        *prometheus.GaugeVec
 	// Series of the hot path, resolved once.
-	rcptRequests   map[string]prometheus.Counter
-	cachedVerdicts [callout.Unreachable + 1]prometheus.Counter
-	attemptDuration  *prometheus.HistogramVec
-	reloads          *prometheus.CounterVec
-	reloadOK         prometheus.Gauge
-	reloadTimestamp  prometheus.Gauge
+	rcptRequests    map[string]prometheus.Counter
+	cachedVerdicts  [callout.Unreachable + 1]prometheus.Counter
+	attemptDuration *prometheus.HistogramVec
+	reloads         *prometheus.CounterVec
+	reloadOK        prometheus.Gauge
+	reloadTimestamp prometheus.Gauge
 }
 
 // CacheStats is what a store tells about the entries this process holds.
