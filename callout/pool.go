@@ -256,7 +256,7 @@ func (p *Pool) Probe(ctx context.Context, r *Route, server string, rcpt Address)
 			return Result{}, err
 		}
 		res, err, again := p.ask(ctx, ps, st, server, rcpt, fresh)
-		p.release(key, ps)
+		p.release(ps)
 		if again && try == 0 && ctxDone(ctx) == nil {
 			continue
 		}
@@ -418,7 +418,7 @@ func (p *Pool) closeAll(list []*pooledSession) {
 
 // release returns ps to its pool, or quits it when it is retired, broken,
 // or the pool keeps enough idle sessions.
-func (p *Pool) release(key poolKey, ps *pooledSession) {
+func (p *Pool) release(ps *pooledSession) {
 	p.mu.Lock()
 	sp := ps.sp
 	keep := !ps.retired && !ps.s.broken && !p.closed && !sp.dropped && len(sp.idle) < p.size()

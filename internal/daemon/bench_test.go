@@ -20,34 +20,11 @@ import (
 )
 
 // benchDaemon serves the handler on loopback like startDaemon, without
-// per-line test logging (which would dominate the timings).
+// per-line test logging (which would dominate the timings), and connects
+// to it.
 func benchDaemon(b *testing.B, backend string) *policyConn {
 	b.Helper()
-	cfg, err := config.Parse("bench.toml", []byte(fmt.Sprintf(`listen = ["127.0.0.1:0"]
-metrics_listen = ""
-admin_socket = ""
-[callout]
-helo_name = "gw.test"
-[[route]]
-domains = ["example.test"]
-servers = ["%s"]
-`, backend)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ls, err := d.Listen()
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Serve(ctx, ls, nil) }()
-	b.Cleanup(func() { cancel(); <-done })
-	return dialPolicy(b, ls.Policy[0].Addr().String())
+	return dialPolicy(b, benchListen(b, backend, ""))
 }
 
 // BenchmarkPolicyNoRoute is the floor: one request and answer over loopback

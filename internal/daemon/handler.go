@@ -174,7 +174,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 			h.obs.Verdict(v, "cache")
 			p := rt.PolicyOf(e.Route, routes)
 			if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
-				h.refresh(req, key, rcpt, routes, rt, fp, e.Verified)
+				h.refresh(req.Recipient, key, rcpt, routes, rt, fp, e.Verified)
 			}
 			action := Decide(v, &e, true, p)
 			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
@@ -183,42 +183,44 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
 	}
 
-	// Requests for the same address at the same moment share one
-	// callout: the first makes it, the others wait for its outcome. It
-	// runs to the first one's deadline even if that client goes away.
-	leader := false
-	v, _, _ := h.flight.Do(flightKey(key, fp), func() (any, error) {
-		leader = true
-		h.obs.CalloutBegin()
-		cstart := h.now()
-		vctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
-		cancel()
-		h.obs.CalloutEnd(&out, h.now().Sub(cstart))
-		return &out, nil
-	})
-	out := *v.(*callout.Outcome)
-	if !leader {
-		release()
-		h.obs.Verdict(out.Verdict, "coalesced")
-		e = EntryOf(&out, start)
-		e.Routes = fp
-		action := Decide(out.Verdict, &e, false, rt.PolicyOf(out.Route, routes))
-		h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
-		return action
-	}
-	h.obs.Verdict(out.Verdict, "callout")
-	h.logUnrecognised(req, &out)
+	out, leader := h.verify(ctx, key, fp, rt, rcpt, routes, deadline)
 	e = EntryOf(&out, start)
 	e.Routes = fp
 	// Unreachable says something about this node's network, not about
 	// the recipient: a shared store keeps it to this node.
 	e.Local = out.Verdict == callout.Unreachable
 	p := rt.PolicyOf(out.Route, routes)
-	h.write(key, e, p.TTL(out.Verdict), ctimeout, release)
+	if leader {
+		h.obs.Verdict(out.Verdict, "callout")
+		h.logUnrecognised(req, &out)
+		h.write(key, e, p.TTL(out.Verdict), ctimeout, release)
+	} else {
+		// The leader logs, counts and stores the callout.
+		release()
+		h.obs.Verdict(out.Verdict, "coalesced")
+	}
 	action := Decide(out.Verdict, &e, false, p)
 	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
 	return action
+}
+
+// verify makes the callout for key. Requests for the same address under
+// the same routes at the same moment share one: the first (the leader)
+// makes it, the others wait for its outcome. It runs to deadline even if
+// the leader's client goes away.
+func (h *Handler) verify(ctx context.Context, key string, fp uint64, rt *Routing, rcpt callout.Address,
+	routes []*callout.Route, deadline time.Time) (out callout.Outcome, leader bool) {
+	v, _, _ := h.flight.Do(flightKey(key, fp), func() (any, error) {
+		leader = true
+		h.obs.CalloutBegin()
+		start := h.now()
+		vctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		out := rt.Verifier.VerifyRoutes(vctx, rcpt, routes)
+		cancel()
+		h.obs.CalloutEnd(&out, h.now().Sub(start))
+		return &out, nil
+	})
+	return *v.(*callout.Outcome), leader
 }
 
 // flightKey: requests share a callout only under the same routes (a
@@ -241,7 +243,7 @@ type refreshInFlight struct{}
 // (stale-while-revalidate), coalesced with any callout for the same
 // address. A definite answer replaces the entry; a failed one (tempfail,
 // unreachable) keeps it until its TTL.
-func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address, routes []*callout.Route, rt *Routing, fp uint64, verified time.Time) {
+func (h *Handler) refresh(recipient, key string, rcpt callout.Address, routes []*callout.Route, rt *Routing, fp uint64, verified time.Time) {
 	h.closeMu.RLock()
 	defer h.closeMu.RUnlock()
 	if h.closed {
@@ -265,7 +267,6 @@ func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address
 		h.refreshKeys.Delete(key)
 		return
 	}
-	recipient := req.Recipient
 	h.writes.Add(1)
 	go func() {
 		defer h.writes.Done()
@@ -273,15 +274,7 @@ func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address
 		defer h.recoverPanic("refresh")
 		start := h.now()
 		budget := rt.PolicyFor(routes[0].Name).RequestTimeout
-		v, _, _ := h.flight.Do(flightKey(key, fp), func() (any, error) {
-			h.obs.CalloutBegin()
-			ctx, cancel := context.WithTimeout(context.Background(), budget)
-			out := rt.Verifier.VerifyRoutes(ctx, rcpt, routes)
-			cancel()
-			h.obs.CalloutEnd(&out, h.now().Sub(start))
-			return &out, nil
-		})
-		out := v.(*callout.Outcome)
+		out, leader := h.verify(context.Background(), key, fp, rt, rcpt, routes, start.Add(budget))
 		if out.Verdict != callout.Valid && out.Verdict != callout.Unknown {
 			// Not again before another positive_refresh: a failing
 			// backend is not asked once per hit. (Remembered for at
@@ -300,10 +293,12 @@ func (h *Handler) refresh(req *policyd.Request, key string, rcpt callout.Address
 			return
 		}
 		h.refreshKeys.Delete(key)
-		e := EntryOf(out, start)
+		if !leader {
+			return // a request's callout answered: it stored the verdict
+		}
+		e := EntryOf(&out, start)
 		e.Routes = fp
-		p := rt.PolicyOf(out.Route, routes)
-		ttl := p.TTL(out.Verdict)
+		ttl := rt.PolicyOf(out.Route, routes).TTL(out.Verdict)
 		if ttl > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), cacheTimeout(budget))
 			h.set(ctx, key, e, ttl)
