@@ -37,6 +37,9 @@ type Log struct {
 	Level  string `toml:"level"`  // debug | info | warn | error
 	Format string `toml:"format"` // text | json
 	File   string `toml:"file"`   // "" = standard error (serve), syslog (serve -stdio)
+	// CachedDunno logs answers from the cache that pass (DUNNO), too;
+	// fresh verdicts and every answer that is not DUNNO are always logged.
+	CachedDunno bool `toml:"cached_dunno"`
 }
 
 // Callout is the [callout] table.

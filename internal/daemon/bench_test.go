@@ -153,7 +153,7 @@ servers = ["%s"]
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "bench"})
+	d, err := New(cfg, Options{Logger: benchLogger(), Version: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -168,6 +168,14 @@ servers = ["%s"]
 	return ls.Policy[0].Addr().String()
 }
 
+// benchLogger is the logger serve builds for a file or journald (not a
+// terminal), at info: one verdict line per request, formatted as in
+// production and thrown away (the write itself is not measured).
+func benchLogger() *slog.Logger {
+	l, _ := NewLogger(config.Log{Level: "info", Format: "text"}, io.Discard)
+	return l
+}
+
 // benchNoLocal serves a handler over a Redis store without its local
 // layer (a round trip per cached verdict): what the layer saves.
 func benchNoLocal(b *testing.B, backend, redisAddr string) string {
@@ -177,7 +185,7 @@ func benchNoLocal(b *testing.B, backend, redisAddr string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := benchLogger()
 	store, err := NewStore(cfg, log, nil, false)
 	if err != nil {
 		b.Fatal(err)

@@ -26,6 +26,8 @@ type Routing struct {
 	Policy Policy
 	routes map[string]*Policy // by route name
 	fps    map[string]uint64  // fingerprint of each route, by name
+	// logCachedDunno: log cached answers that pass too ([log] cached_dunno).
+	logCachedDunno bool
 }
 
 // PolicyFor returns route's policy, or the global one for a route that is
@@ -177,7 +179,11 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 				h.refresh(req.Recipient, key, rcpt, routes, rt, fp, e.Verified)
 			}
 			action := Decide(v, &e, true, p)
-			h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
+			// A cached pass is counted, not logged, unless asked: Postfix
+			// logs the delivery, and the line would be most of its cost.
+			if action != policyd.Dunno || rt.logCachedDunno {
+				h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
+			}
 			return action
 		}
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)

@@ -23,20 +23,26 @@ import (
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/logline"
 	"github.com/calloutd/calloutd/internal/metrics"
 	"github.com/calloutd/calloutd/policyd"
 )
 
 // NewLogger builds the logger [log] asks for, writing to w: tint's coloured
-// text when w is a terminal, plain text otherwise, or JSON. The level is a
-// LevelVar so a reload can change it.
+// text when w is a terminal, the same layout without colour otherwise, or
+// JSON; the last two by logline, which writes a verdict line (one per
+// request) in a quarter of tint's time. The level is a LevelVar so a
+// reload can change it.
 func NewLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(c.Level))
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), level
+	switch {
+	case c.Format == "json":
+		return slog.New(logline.New(w, logline.JSON, level)), level
+	case isTerminal(w):
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.RFC3339Nano})), level
 	}
-	return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w), TimeFormat: time.RFC3339Nano})), level
+	return slog.New(logline.New(w, logline.Text, level)), level
 }
 
 func parseLevel(s string) slog.Level {
@@ -91,9 +97,10 @@ func NewPool(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Pool {
 // newRouting builds cfg's routes over prober.
 func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
 	rt := &Routing{
-		Policy: policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
-		routes: make(map[string]*Policy, len(cfg.Routes)),
-		fps:    make(map[string]uint64, len(cfg.Routes)),
+		Policy:         policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
+		logCachedDunno: cfg.Log.CachedDunno,
+		routes:         make(map[string]*Policy, len(cfg.Routes)),
+		fps:            make(map[string]uint64, len(cfg.Routes)),
 	}
 	routes := make([]callout.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {

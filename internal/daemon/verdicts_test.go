@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -387,5 +389,48 @@ func TestRulesChangeReverifiesNegativeVerdicts(t *testing.T) {
 	}
 	if n := backend.Count("RCPT"); n != 2 {
 		t.Errorf("backend saw %d RCPTs, want 2", n)
+	}
+}
+
+// Every callout's verdict is logged, and every cached answer that is not
+// DUNNO; cached passes only with log.cached_dunno.
+func TestVerdictLogLines(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: func(rcpt string) string {
+		if strings.Contains(rcpt, "bob@") {
+			return "550 5.1.1 User unknown"
+		}
+		return "250 2.1.5 Ok"
+	}})
+	for _, tc := range []struct {
+		extra string
+		want  []string // recipient cached=... per line, in order
+	}{
+		{"", []string{"alice@example.test cached=false", "bob@example.test cached=false", "bob@example.test cached=true"}},
+		{"[log]\ncached_dunno = true\n", []string{"alice@example.test cached=false", "bob@example.test cached=false",
+			"alice@example.test cached=true", "bob@example.test cached=true"}},
+	} {
+		cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf("%s[callout]\nhelo_name = \"gw.test\"\n[[route]]\ndomains = [\"example.test\"]\nservers = [%q]\n", tc.extra, backend.Addr())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		log, _ := NewLogger(cfg.Log, &buf)
+		h := NewHandler(cache.NewMemory(100), NewRouting(cfg, nil), log, nil)
+		for _, rcpt := range []string{"alice@example.test", "bob@example.test", "alice@example.test", "bob@example.test"} {
+			h.HandlePolicy(context.Background(), &policyd.Request{ProtocolState: "RCPT", Recipient: rcpt})
+		}
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if !strings.Contains(line, " INF verdict ") {
+				continue
+			}
+			rcpt := line[strings.Index(line, "recipient=")+len("recipient="):]
+			rcpt = rcpt[:strings.IndexByte(rcpt, ' ')]
+			c := line[strings.Index(line, "cached="):]
+			got = append(got, rcpt+" "+c[:strings.IndexByte(c, ' ')])
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%q: verdict lines %q, want %q\n%s", tc.extra, got, tc.want, buf.String())
+		}
 	}
 }
