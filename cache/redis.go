@@ -40,7 +40,7 @@ type RedisOptions struct {
 	NoTracking bool
 	Logger     *slog.Logger
 	// OnError, if set, counts a failed Redis operation: get, set, delete,
-	// flush, lease, decode, tracking.
+	// flush, lease, decode, tracking, count, tally.
 	OnError func(op string)
 }
 
@@ -77,9 +77,10 @@ type Redis struct {
 	token       string // this process, as a lease holder
 	claims      atomic.Uint64
 
-	near     *Memory // coherent copy of Redis entries
-	own      *Memory // Local entries
-	fallback *Memory // verdicts made while Redis was unreachable
+	near     *Memory        // coherent copy of Redis entries
+	own      *Memory        // Local entries
+	fallback *Memory        // verdicts made while Redis was unreachable
+	counters *MemoryCounter // Counter while Redis is unreachable
 
 	up       atomic.Bool
 	down     atomic.Int64 // unix nanoseconds the outage began
@@ -140,6 +141,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		near:        NewMemory(o.LocalEntries),
 		own:         NewMemory(o.LocalEntries),
 		fallback:    NewMemory(o.LocalEntries),
+		counters:    NewMemoryCounter(o.LocalEntries),
 		probe:       make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 		waiters:     make(map[string][]chan struct{}),
