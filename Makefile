@@ -46,6 +46,7 @@ fuzz:
 	$(FUZZ) FuzzActionText ./policyd
 	$(FUZZ) FuzzReadReply ./callout
 	$(FUZZ) FuzzParseAddress ./callout
+	$(FUZZ) FuzzParse ./internal/recipients
 
 clean:
 	rm -rf bin
