@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/daemon"
@@ -83,7 +84,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 	fmt.Fprintf(w, "%s\n", a)
 	last := ""
-	rt := daemon.NewRouting(cfg, func(ev callout.TraceEvent) {
+	rt, err := daemon.NewRouting(cfg, func(ev callout.TraceEvent) {
 		if ev.Server != last {
 			fmt.Fprintf(w, "  server %s\n", ev.Server)
 			last = ev.Server
@@ -94,11 +95,28 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 		}
 		fmt.Fprintf(w, "  %8s %s %s\n", ms(ev.Elapsed), arrow, printable(ev.Line))
 	})
+	if err != nil {
+		fmt.Fprintf(w, "  %v\n", err)
+		return 2
+	}
 	routes := rt.Verifier.Match(a.Domain)
 	if len(routes) == 0 {
 		fmt.Fprintf(w, "  no route covers %s: calloutd answers DUNNO without a callout\n", a.Domain)
 		return 2
 	}
+	rest, route, listed := rt.Listed(a, routes)
+	switch {
+	case listed:
+		fmt.Fprintf(w, "  verdict  valid: listed in the recipients_file of route %s, no callout\n", route)
+		return 0
+	case len(rest) == 0:
+		e := cache.Entry{Verdict: callout.Unknown.String()}
+		action := daemon.Decide(callout.Unknown, &e, false, rt.PolicyFor(route))
+		fmt.Fprintf(w, "  verdict  unknown: not in the recipients_file of route %s (callout = false)\n", route)
+		fmt.Fprintf(w, "  action   action=%s\n", action)
+		return 1
+	}
+	routes = rest
 	ctx, cancel := context.WithTimeout(context.Background(), rt.PolicyFor(routes[0].Name).RequestTimeout)
 	defer cancel()
 	start := time.Now()

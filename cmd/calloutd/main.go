@@ -46,6 +46,7 @@ const usage = `Usage:
                                                      verify now, bypassing the cache
   calloutd lookup [-config FILE] ADDRESS             show the cached verdict
   calloutd flush  [-config FILE] ADDRESS|@DOMAIN|-all  forget cached verdicts
+  calloutd report [-config FILE] [-json]             licence count per domain
   calloutd version                                   print the version (also -version)
 
 FILE defaults to ` + config.DefaultPath + `. Run "calloutd COMMAND -h" for a command's flags.
@@ -76,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return lookup(args[1:], stdout, stderr)
 	case "flush":
 		return flush(args[1:], stdout, stderr)
+	case "report":
+		return report(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

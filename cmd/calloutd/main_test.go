@@ -68,7 +68,7 @@ func TestServeRefusesBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := writeConfig(t, dir, "[[route]]\ndomains = [\"a.test\"]\nservers = [\"127.0.0.1\"]\n[[route]]\ndomains = [\"b.test\"]\nservers = []\n")
 	code, _, errOut := calloutd("serve", "-config", path)
-	if want := "calloutd: calloutd.toml: route[1].servers: must not be empty\n"; code != 78 || errOut != want {
+	if want := "calloutd: calloutd.toml: route[1].servers: must not be empty (unless callout = false)\n"; code != 78 || errOut != want {
 		t.Errorf("exit %d, stderr %q; want 78, %q", code, errOut, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,9 +28,43 @@ type Config struct {
 	MetricsListen string   `toml:"metrics_listen"` // "" disables
 	AdminSocket   string   `toml:"admin_socket"`   // unix socket for flush/lookup; "" disables
 	Log           Log      `toml:"log"`
+	Policy        Policy   `toml:"policy"`
+	Harvest       Harvest  `toml:"harvest"`
 	Callout       Callout  `toml:"callout"`
 	Cache         Cache    `toml:"cache"`
+	Stats         Stats    `toml:"stats"`
 	Routes        []Route  `toml:"route"`
+}
+
+// Stats is the [stats] table: the licence count.
+type Stats struct {
+	// Window: distinct valid recipients are counted over this many days
+	// back from today; 0 turns the count off.
+	Window Duration `toml:"window"`
+}
+
+// Policy is the [policy] table: which clients are verified at all, and
+// whether answers are enforced.
+type Policy struct {
+	// TrustedNetworks: clients in these networks (CIDR, IPv4 or IPv6)
+	// get DUNNO without a callout or a cache lookup.
+	TrustedNetworks []string `toml:"trusted_networks"`
+	// SkipAuthenticated: a client that authenticated (SASL) gets DUNNO.
+	SkipAuthenticated bool `toml:"skip_authenticated"`
+	// DryRun: verify and cache as usual, always answer DUNNO, and log
+	// what would have been answered. A route may override it.
+	DryRun bool `toml:"dry_run"`
+
+	Trusted []netip.Prefix `toml:"-"` // TrustedNetworks, parsed and masked
+}
+
+// Harvest is the [harvest] table: the directory-harvest limit.
+type Harvest struct {
+	MaxUnknown int      `toml:"max_unknown"` // unknown verdicts per client per window; 0 = off
+	Window     Duration `toml:"window"`
+	Action     string   `toml:"action"`      // reject | defer
+	IPv4Prefix int      `toml:"ipv4_prefix"` // clients grouped by this prefix length
+	IPv6Prefix int      `toml:"ipv6_prefix"`
 }
 
 // Log is the [log] table.
@@ -119,6 +154,15 @@ type Route struct {
 	UnknownReplies []string `toml:"unknown_replies"`
 	IgnoreReplies  []string `toml:"ignore_replies"`
 
+	// DryRun overrides [policy] dry_run for this route.
+	DryRun *bool `toml:"dry_run"`
+	// RecipientsFile lists addresses (and "@domain" lines) that exist:
+	// they are valid without a callout.
+	RecipientsFile string `toml:"recipients_file"`
+	// Callout = false: the route asks no server; an address not in its
+	// recipients_file is unknown.
+	Callout *bool `toml:"callout"`
+
 	// Effective is what applies to the route once validated: the global
 	// settings with the route's own over them.
 	Effective Effective `toml:"-"`
@@ -131,6 +175,8 @@ type Effective struct {
 	NegativeTTL Duration
 	TempfailTTL Duration
 	Rules       *callout.Rules // nil when the route has no reply rules
+	DryRun      bool
+	NoCallout   bool // callout = false
 }
 
 // Default returns the configuration used for keys a file leaves out.
@@ -144,6 +190,13 @@ func Default() *Config {
 		MetricsListen: "127.0.0.1:10041",
 		AdminSocket:   "/run/calloutd/admin.sock",
 		Log:           Log{Level: "info", Format: "text"},
+		Policy:        Policy{SkipAuthenticated: true},
+		Harvest: Harvest{
+			Window:     Duration(10 * time.Minute),
+			Action:     "reject",
+			IPv4Prefix: 32,
+			IPv6Prefix: 64,
+		},
 		Callout: Callout{
 			HeloName:          host,
 			ConnectTimeout:    Duration(10 * time.Second),
@@ -159,6 +212,7 @@ func Default() *Config {
 			SessionMaxErrors:        8,
 			SessionMaxRecipients:    900,
 		},
+		Stats: Stats{Window: Duration(30 * 24 * time.Hour)},
 		Cache: Cache{
 			Store:           "memory",
 			MaxEntries:      1_000_000,
@@ -256,6 +310,12 @@ func (c *Config) validate() error {
 	if !oneOf(c.Log.Format, "text", "json") {
 		return keyError("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	if err := c.Policy.validate(); err != nil {
+		return err
+	}
+	if err := c.Harvest.validate(); err != nil {
+		return err
+	}
 	if err := validateCallout("callout.", &c.Callout); err != nil {
 		return err
 	}
@@ -270,6 +330,9 @@ func (c *Config) validate() error {
 		}
 	default:
 		return keyError("cache.store", "%q is not one of memory, redis", c.Cache.Store)
+	}
+	if w := c.Stats.Window; w != 0 && (w < Duration(24*time.Hour) || w > Duration(400*24*time.Hour) || w%Duration(24*time.Hour) != 0) {
+		return keyError("stats.window", "%s: must be whole days between 1d and 400d, or 0 (off)", w.D())
 	}
 	if c.Cache.PositiveRefresh < 0 {
 		return keyError("cache.positive_refresh", "must not be negative")
@@ -301,8 +364,14 @@ func (c *Config) validate() error {
 			}
 			r.Domains[j] = d
 		}
-		if len(r.Servers) == 0 {
-			return keyError(key+".servers", "must not be empty")
+		if len(r.Servers) == 0 && (r.Callout == nil || *r.Callout) {
+			return keyError(key+".servers", "must not be empty (unless callout = false)")
+		}
+		if r.Callout != nil && !*r.Callout && r.RecipientsFile == "" {
+			return keyError(key+".callout", "false needs a recipients_file: without one every address would be unknown")
+		}
+		if r.RecipientsFile != "" && !filepath.IsAbs(r.RecipientsFile) {
+			return keyError(key+".recipients_file", "%q: path must be absolute", r.RecipientsFile)
 		}
 		for j, s := range r.Servers {
 			hp, err := callout.ParseServer(s)
@@ -456,7 +525,52 @@ func (c *Config) Resolve(key string, r *Route) error {
 	if len(rules.Unknown)+len(rules.Ignore) > 0 {
 		e.Rules = &rules
 	}
+	e.DryRun = c.Policy.DryRun
+	if r.DryRun != nil {
+		e.DryRun = *r.DryRun
+	}
+	e.NoCallout = r.Callout != nil && !*r.Callout
 	r.Effective = e
+	return nil
+}
+
+func (p *Policy) validate() error {
+	if len(p.TrustedNetworks) == 0 {
+		p.TrustedNetworks = nil // "[]" in a file is the default
+	}
+	p.Trusted = nil
+	for i, n := range p.TrustedNetworks {
+		pfx, err := netip.ParsePrefix(n)
+		if err != nil {
+			// A bare address is a network of one.
+			if a, aerr := netip.ParseAddr(n); aerr == nil {
+				pfx, err = a.Prefix(a.BitLen())
+			}
+		}
+		if err != nil {
+			return keyError(fmt.Sprintf("policy.trusted_networks[%d]", i), "%q: not an address or a CIDR network", n)
+		}
+		p.Trusted = append(p.Trusted, pfx.Masked())
+	}
+	return nil
+}
+
+func (h *Harvest) validate() error {
+	if h.MaxUnknown < 0 {
+		return keyError("harvest.max_unknown", "%d: must not be negative (0 = off)", h.MaxUnknown)
+	}
+	if h.Window < Duration(time.Second) || h.Window > Duration(30*24*time.Hour) {
+		return keyError("harvest.window", "%s: must be between 1s and 30d", h.Window.D())
+	}
+	if !oneOf(h.Action, "reject", "defer") {
+		return keyError("harvest.action", "%q is not one of reject, defer", h.Action)
+	}
+	if h.IPv4Prefix < 8 || h.IPv4Prefix > 32 {
+		return keyError("harvest.ipv4_prefix", "%d: must be between 8 and 32", h.IPv4Prefix)
+	}
+	if h.IPv6Prefix < 16 || h.IPv6Prefix > 128 {
+		return keyError("harvest.ipv6_prefix", "%d: must be between 16 and 128", h.IPv6Prefix)
+	}
 	return nil
 }
 

@@ -28,6 +28,9 @@ func TestExampleConfig(t *testing.T) {
 		MetricsListen: "127.0.0.1:10041",
 		AdminSocket:   "/run/calloutd/admin.sock",
 		Log:           Log{Level: "info", Format: "text", File: ""},
+		Policy:        Policy{SkipAuthenticated: true},
+		Harvest:       Harvest{Window: Duration(10 * time.Minute), Action: "reject", IPv4Prefix: 32, IPv6Prefix: 64},
+		Stats:         Stats{Window: Duration(30 * 24 * time.Hour)},
 		Callout: Callout{
 			HeloName:                "gateway.example.net",
 			MailFrom:                "",
@@ -230,6 +233,9 @@ func TestDefaults(t *testing.T) {
 		MetricsListen: "127.0.0.1:10041",
 		AdminSocket:   "/run/calloutd/admin.sock",
 		Log:           Log{Level: "info", Format: "text"},
+		Policy:        Policy{SkipAuthenticated: true},
+		Harvest:       Harvest{Window: Duration(10 * time.Minute), Action: "reject", IPv4Prefix: 32, IPv6Prefix: 64},
+		Stats:         Stats{Window: Duration(30 * 24 * time.Hour)},
 		Callout: Callout{
 			HeloName:                d.Callout.HeloName,
 			ConnectTimeout:          Duration(10 * time.Second),
@@ -394,8 +400,16 @@ func TestParseErrors(t *testing.T) {
 		{name: "days that wrap to negative", toml: "[cache]\npositive_ttl = \"1d2562047h\"\n", want: `calloutd.toml: cache.positive_ttl: invalid duration "1d2562047h" (examples: 90s, 10m, 2h, 7d)`},
 
 		// [[route]].
-		{name: "second route with empty servers", toml: okRoute + route(`domains = ["example.org"]`, `servers = []`), want: "calloutd.toml: route[1].servers: must not be empty"},
-		{name: "route without servers", toml: route(`domains = ["example.org"]`), want: "calloutd.toml: route[0].servers: must not be empty"},
+		{name: "second route with empty servers", toml: okRoute + route(`domains = ["example.org"]`, `servers = []`), want: "calloutd.toml: route[1].servers: must not be empty (unless callout = false)"},
+		{name: "route without servers", toml: route(`domains = ["example.org"]`), want: "calloutd.toml: route[0].servers: must not be empty (unless callout = false)"},
+		{name: "callout off without a list", toml: route(`domains = ["example.org"]`, `callout = false`), want: "calloutd.toml: route[0].callout: false needs a recipients_file: without one every address would be unknown"},
+		{name: "relative recipients file", toml: route(`domains = ["example.org"]`, `servers = ["127.0.0.1"]`, `recipients_file = "list.txt"`), want: `calloutd.toml: route[0].recipients_file: "list.txt": path must be absolute`},
+		{name: "bad trusted network", toml: "[policy]\ntrusted_networks = [\"10.0.0.0/8\", \"10.0.0/8\"]\n", want: `calloutd.toml: policy.trusted_networks[1]: "10.0.0/8": not an address or a CIDR network`},
+		{name: "stats window in hours", toml: "[stats]\nwindow = \"36h\"\n", want: `calloutd.toml: stats.window: 36h0m0s: must be whole days between 1d and 400d, or 0 (off)`},
+		{name: "harvest action", toml: "[harvest]\naction = \"drop\"\n", want: `calloutd.toml: harvest.action: "drop" is not one of reject, defer`},
+		{name: "harvest negative", toml: "[harvest]\nmax_unknown = -1\n", want: `calloutd.toml: harvest.max_unknown: -1: must not be negative (0 = off)`},
+		{name: "harvest ipv6 prefix", toml: "[harvest]\nipv6_prefix = 129\n", want: `calloutd.toml: harvest.ipv6_prefix: 129: must be between 16 and 128`},
+		{name: "harvest window", toml: "[harvest]\nwindow = \"0s\"\n", want: `calloutd.toml: harvest.window: 0s: must be between 1s and 30d`},
 		{name: "route with empty domains", toml: route(`domains = []`, `servers = ["127.0.0.1"]`), want: "calloutd.toml: route[0].domains: must not be empty"},
 		{name: "route without domains", toml: okRoute + route(`name = "b"`, `servers = ["127.0.0.1"]`), want: "calloutd.toml: route[1].domains: must not be empty"},
 		{name: "bad domain", toml: route(`domains = ["example.com", "exa mple.org"]`, `servers = ["127.0.0.1"]`), want: `calloutd.toml: route[0].domains[1]: "exa mple.org": domain has invalid character ' '`},

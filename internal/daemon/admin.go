@@ -21,7 +21,7 @@ import (
 // AdminRequest is one admin command. Exactly one of Address, Domain, All is
 // set for "flush"; Address for "lookup".
 type AdminRequest struct {
-	Op      string `json:"op"` // "lookup" | "flush"
+	Op      string `json:"op"` // "lookup" | "flush" | "report"
 	Address string `json:"address,omitempty"`
 	Domain  string `json:"domain,omitempty"`
 	All     bool   `json:"all,omitempty"`
@@ -29,10 +29,11 @@ type AdminRequest struct {
 
 // AdminResponse answers an AdminRequest.
 type AdminResponse struct {
-	Error   string       `json:"error,omitempty"`
-	Found   bool         `json:"found,omitempty"`
-	Entry   *cache.Entry `json:"entry,omitempty"`
-	Removed int          `json:"removed"`
+	Error   string         `json:"error,omitempty"`
+	Found   bool           `json:"found,omitempty"`
+	Entry   *cache.Entry   `json:"entry,omitempty"`
+	Removed int            `json:"removed"`
+	Report  []DomainReport `json:"report,omitempty"`
 }
 
 // AddressKey validates an address given to flush or lookup and returns its
@@ -139,6 +140,17 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 			break
 		}
 		resp.Removed, err = Flush(ctx, d.store, domain)
+		if err != nil {
+			resp.Error = err.Error()
+		}
+	case req.Op == "report":
+		s := d.handler.stats
+		if s == nil {
+			resp.Error = "the licence count is off (stats.window = \"0s\")"
+			break
+		}
+		s.flush(ctx) // what was gathered since the last write counts too
+		resp.Report, err = Report(ctx, s.tally, d.Config(), time.Now())
 		if err != nil {
 			resp.Error = err.Error()
 		}

@@ -190,7 +190,7 @@ func benchNoLocal(b *testing.B, backend, redisAddr string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &policyd.Server{Handler: NewHandler(store, NewRouting(cfg, nil), log, nil), Logger: log}
+	srv := &policyd.Server{Handler: NewHandler(store, mustRouting(b, cfg), log, nil), Logger: log}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

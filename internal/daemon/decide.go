@@ -6,6 +6,7 @@ import (
 
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/internal/recipients"
 	"github.com/calloutd/calloutd/policyd"
 )
 
@@ -20,6 +21,12 @@ type Policy struct {
 	// PositiveRefresh: a valid verdict older than this is answered from
 	// the cache and verified again in the background; 0 = never.
 	PositiveRefresh time.Duration
+	// DryRun: answer DUNNO, log and count what would have been answered.
+	DryRun bool
+	// List holds the route's recipients_file (nil: none); NoCallout: the
+	// route asks no server (callout = false).
+	List      *recipients.List
+	NoCallout bool
 }
 
 // TTL is how long a verdict is cached.
@@ -111,4 +118,29 @@ func EntryOf(o *callout.Outcome, now time.Time) cache.Entry {
 		e.Code, e.Enhanced, e.Text = o.Reply.Code, o.Reply.Enhanced, replyText(o.Reply)
 	}
 	return e
+}
+
+// Answers of the directory-harvest limit: a client over it learns nothing
+// about the address it asked.
+var (
+	harvestReject = policyd.Reject(550, "5.7.1", "5.7.1", "Too many unknown recipients")
+	harvestDefer  = policyd.DeferIfPermit("4.7.1", "4.7.1", "Too many unknown recipients, try again later")
+)
+
+// HarvestAction is the answer to a client over the harvest limit
+// (harvest.action).
+func HarvestAction(deferIt bool) policyd.Action {
+	if deferIt {
+		return harvestDefer
+	}
+	return harvestReject
+}
+
+// Send is what Postfix is told when a would be the answer: a, or DUNNO in
+// a dry run (dry is then true and a is what would have been sent).
+func Send(a policyd.Action, p *Policy) (sent policyd.Action, dry bool) {
+	if p.DryRun && a != policyd.Dunno {
+		return policyd.Dunno, true
+	}
+	return a, false
 }

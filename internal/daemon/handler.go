@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +31,9 @@ type Routing struct {
 	fps    map[string]uint64  // fingerprint of each route, by name
 	// logCachedDunno: log cached answers that pass too ([log] cached_dunno).
 	logCachedDunno bool
+	gate           gate
+	lists          bool        // some route has a recipients_file
+	names          domainNames // route domain entries, for the licence count
 }
 
 // PolicyFor returns route's policy, or the global one for a route that is
@@ -74,6 +80,9 @@ type Handler struct {
 	inline  bool // the store never blocks: write in the request's goroutine
 	bounded bool // the store bounds its own calls: no deadline per lookup
 	coal    cache.Coalescer
+	counter cache.Counter        // harvest counts: the store's when it has them
+	limited *cache.MemoryCounter // clients this node knows to be over the harvest limit
+	stats   *stats               // licence count; nil: off
 	flight  singleflight.Group
 	log     *slog.Logger
 	routing atomic.Pointer[Routing]
@@ -98,7 +107,12 @@ func NewHandler(store cache.Store, r *Routing, log *slog.Logger, obs Observer) *
 	_, inline := store.(cache.Nonblocking)
 	_, bounded := store.(cache.SelfBounded)
 	coal, _ := store.(cache.Coalescer)
-	h := &Handler{store: store, inline: inline, bounded: inline || bounded, coal: coal, log: log, obs: obs, now: time.Now}
+	counter, ok := store.(cache.Counter)
+	if !ok {
+		counter = cache.NewMemoryCounter(maxLimited)
+	}
+	h := &Handler{store: store, inline: inline, bounded: inline || bounded, coal: coal, counter: counter,
+		limited: newLimited(), log: log, obs: obs, now: time.Now}
 	h.routing.Store(r)
 	return h
 }
@@ -140,6 +154,11 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	}
 	start := h.now()
 	rt := h.routing.Load()
+	client, skip := rt.gate.client(req)
+	if skip != "" {
+		h.obs.Skipped(skip)
+		return policyd.Dunno
+	}
 	rcpt, err := callout.ParseAddress(req.Recipient)
 	if err != nil {
 		// Nothing we could put on the wire safely; Postfix judges it.
@@ -154,9 +173,29 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	key := cache.Key(rcpt.Local, rcpt.Domain)
 	// One budget for the whole verdict, cache included: the first route's
 	// request_timeout, from the request's start.
-	budget := rt.PolicyFor(routes[0].Name).RequestTimeout
+	first := rt.PolicyFor(routes[0].Name)
+	budget := first.RequestTimeout
 	deadline := start.Add(budget)
 	ctimeout := cacheTimeout(budget)
+
+	if h.harvestLimited(ctx, &rt.gate, client, ctimeout) {
+		h.obs.HarvestRejected()
+		a, dry := Send(HarvestAction(rt.gate.deferIt), first)
+		if dry {
+			h.obs.DryRunWouldReject(routes[0].Name)
+		}
+		return a
+	}
+	if rt.lists {
+		rest, route, listed := rt.Listed(rcpt, routes)
+		switch {
+		case listed:
+			return h.fromList(ctx, req, rt, client, key, callout.Valid, route, start, ctimeout)
+		case len(rest) == 0:
+			return h.fromList(ctx, req, rt, client, key, callout.Unknown, route, start, ctimeout)
+		}
+		routes = rest
+	}
 
 	fp := rt.fingerprint(routes)
 	e, ok := h.cached(ctx, req, key, ctimeout, fp)
@@ -178,13 +217,21 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 			if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
 				h.refresh(req.Recipient, key, rcpt, routes, rt, fp, e.Verified)
 			}
+			h.stats.record(rt.names.of(rcptDomain(key)), key, v, false)
 			action := Decide(v, &e, true, p)
+			if v == callout.Unknown {
+				h.countUnknown(ctx, &rt.gate, client, req, p.DryRun, ctimeout)
+			}
+			sent, dry := Send(action, p)
+			if dry {
+				h.obs.DryRunWouldReject(e.Route)
+			}
 			// A cached pass is counted, not logged, unless asked: Postfix
 			// logs the delivery, and the line would be most of its cost.
 			if action != policyd.Dunno || rt.logCachedDunno {
-				h.logVerdict(req, v, &e, true, action, h.now().Sub(start), nil)
+				h.logVerdict(req, v, &e, true, sent, dry, action, h.now().Sub(start), nil)
 			}
-			return action
+			return sent
 		}
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
 	}
@@ -205,10 +252,71 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		release()
 		h.obs.Verdict(out.Verdict, "coalesced")
 	}
+	h.stats.record(rt.names.of(rcptDomain(key)), key, out.Verdict, leader)
 	action := Decide(out.Verdict, &e, false, p)
-	h.logVerdict(req, out.Verdict, &e, false, action, h.now().Sub(start), &out)
-	return action
+	if out.Verdict == callout.Unknown {
+		h.countUnknown(ctx, &rt.gate, client, req, p.DryRun, ctimeout)
+	}
+	sent, dry := Send(action, p)
+	if dry {
+		h.obs.DryRunWouldReject(cmp.Or(out.Route, routes[0].Name))
+	}
+	h.logVerdict(req, out.Verdict, &e, false, sent, dry, action, h.now().Sub(start), &out)
+	return sent
 }
+
+// Listed answers from the routes' recipients files. An address one of
+// them lists is valid (route names it). Otherwise rest are the routes left
+// to ask: those with callout = false go, their file lacks the address; when
+// none is left the address is unknown and route is the first that went.
+func (rt *Routing) Listed(rcpt callout.Address, routes []*callout.Route) (rest []*callout.Route, route string, listed bool) {
+	for i, r := range routes {
+		p := rt.PolicyFor(r.Name)
+		if p.List.Contains(rcpt.Local, rcpt.Domain) {
+			return nil, r.Name, true
+		}
+		if p.NoCallout {
+			if route == "" {
+				route = r.Name
+				rest = append(make([]*callout.Route, 0, len(routes)), routes[:i]...)
+			}
+			continue
+		}
+		if route != "" {
+			rest = append(rest, r)
+		}
+	}
+	if route == "" {
+		return routes, "", false
+	}
+	return rest, route, false
+}
+
+// fromList answers with the verdict of route's recipients file.
+func (h *Handler) fromList(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, key string,
+	v callout.Verdict, route string, start time.Time, ctimeout time.Duration) policyd.Action {
+	reason := "not_in_recipients_file"
+	if v == callout.Valid {
+		reason = "in_recipients_file"
+	}
+	h.obs.Verdict(v, "list")
+	h.stats.record(rt.names.of(rcptDomain(key)), key, v, false)
+	e := cache.Entry{Verdict: v.String(), Route: route, Reason: reason, Verified: start}
+	p := rt.PolicyFor(route)
+	action := Decide(v, &e, false, p)
+	if v == callout.Unknown {
+		h.countUnknown(ctx, &rt.gate, client, req, p.DryRun, ctimeout)
+	}
+	sent, dry := Send(action, p)
+	if dry {
+		h.obs.DryRunWouldReject(route)
+	}
+	h.logVerdict(req, v, &e, false, sent, dry, action, h.now().Sub(start), nil)
+	return sent
+}
+
+// rcptDomain is the domain of a cache key.
+func rcptDomain(key string) string { return key[strings.LastIndexByte(key, '@')+1:] }
 
 // verify makes the callout for key. Requests for the same address under
 // the same routes at the same moment share one: the first (the leader)
@@ -437,9 +545,10 @@ func (h *Handler) logUnrecognised(req *policyd.Request, out *callout.Outcome) {
 }
 
 // logVerdict writes the one line per verdict an admin greps for.
+// In a dry run, action is DUNNO and would is what would have been sent.
 func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.Entry, cached bool,
-	action policyd.Action, d time.Duration, out *callout.Outcome) {
-	attrs := make([]slog.Attr, 0, 14)
+	action policyd.Action, dry bool, would policyd.Action, d time.Duration, out *callout.Outcome) {
+	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
 		slog.String("queue_id", req.QueueID),
 		slog.String("client", req.ClientAddress),
@@ -457,6 +566,9 @@ func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.E
 	}
 	if e.Reason != "" {
 		attrs = append(attrs, slog.String("reason", e.Reason))
+	}
+	if dry {
+		attrs = append(attrs, slog.Bool("dry_run", true), slog.String("would_action", string(would)))
 	}
 	if out != nil {
 		attrs = append(attrs, slog.Int("attempts", len(out.Attempts)))

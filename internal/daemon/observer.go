@@ -26,6 +26,15 @@ type Observer interface {
 	CalloutEnd(out *callout.Outcome, d time.Duration)
 	// Panic counts a panic recovered while answering.
 	Panic()
+	// Skipped counts a request not verified: "trusted_network",
+	// "authenticated".
+	Skipped(reason string)
+	// DryRunWouldReject counts an answer a dry run did not send, by route.
+	DryRunWouldReject(route string)
+	// HarvestRejected counts a recipient refused by the harvest limit;
+	// HarvestLimited a client reaching it.
+	HarvestRejected()
+	HarvestLimited()
 }
 
 type nopObserver struct{}
@@ -37,3 +46,7 @@ func (nopObserver) Verdict(callout.Verdict, string)            {}
 func (nopObserver) CalloutBegin()                              {}
 func (nopObserver) CalloutEnd(*callout.Outcome, time.Duration) {}
 func (nopObserver) Panic()                                     {}
+func (nopObserver) Skipped(string)                             {}
+func (nopObserver) DryRunWouldReject(string)                   {}
+func (nopObserver) HarvestRejected()                           {}
+func (nopObserver) HarvestLimited()                            {}

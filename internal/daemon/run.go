@@ -25,6 +25,7 @@ import (
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/logline"
 	"github.com/calloutd/calloutd/internal/metrics"
+	"github.com/calloutd/calloutd/internal/recipients"
 	"github.com/calloutd/calloutd/policyd"
 )
 
@@ -63,7 +64,7 @@ func isTerminal(w io.Writer) bool {
 // NewRouting builds the routes and policy of cfg: each route asks its
 // servers with its own settings and answers with its own policy. trace, if
 // not nil, sees every SMTP line (debug logging, the tester).
-func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) *Routing {
+func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) (*Routing, error) {
 	return newRouting(cfg, newClient(cfg, trace))
 }
 
@@ -94,14 +95,18 @@ func NewPool(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Pool {
 	})
 }
 
-// newRouting builds cfg's routes over prober.
-func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
+// newRouting builds cfg's routes over prober, with their recipients
+// files read; a file that cannot be read or has a bad line is an error.
+func newRouting(cfg *config.Config, prober callout.Prober) (*Routing, error) {
 	rt := &Routing{
 		Policy:         policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
 		logCachedDunno: cfg.Log.CachedDunno,
+		gate:           newGate(cfg),
+		names:          newDomainNames(cfg),
 		routes:         make(map[string]*Policy, len(cfg.Routes)),
 		fps:            make(map[string]uint64, len(cfg.Routes)),
 	}
+	rt.Policy.DryRun = cfg.Policy.DryRun
 	routes := make([]callout.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
 		e := &r.Effective
@@ -113,13 +118,21 @@ func newRouting(cfg *config.Config, prober callout.Prober) *Routing {
 			Rules:          e.Rules,
 		}}
 		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL, cfg.Cache.PositiveRefresh)
+		p.DryRun, p.NoCallout = e.DryRun, e.NoCallout
+		if r.RecipientsFile != "" {
+			l, err := recipients.Load(r.RecipientsFile)
+			if err != nil {
+				return nil, fmt.Errorf("route %q: recipients_file: %w", r.Name, err)
+			}
+			p.List, rt.lists = l, true
+		}
 		rt.routes[r.Name] = &p
 	}
 	for i := range routes {
 		rt.fps[routes[i].Name] = routeFingerprint(&routes[i])
 	}
 	rt.Verifier = callout.NewVerifier(prober, routes)
-	return rt
+	return rt, nil
 }
 
 func policyOf(co *config.Callout, positive, negative, tempfail, refresh config.Duration) Policy {
@@ -190,7 +203,20 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	d.pool = NewPool(cfg, d.trace)
 	d.metrics.WatchPool(d.pool)
 	d.breaker = &callout.Breaker{Next: d.pool, OnChange: d.breakerChanged}
-	d.handler = NewHandler(store, newRouting(cfg, d.breaker), d.log, d.metrics)
+	rt, err := newRouting(cfg, d.breaker)
+	if err != nil {
+		d.pool.Close()
+		store.Close()
+		return nil, err
+	}
+	d.handler = NewHandler(store, rt, d.log, d.metrics)
+	if w := cfg.Stats.Window.D(); w > 0 {
+		tally, ok := store.(cache.Tally)
+		if !ok {
+			tally = cache.NewMemoryTally(statsMemoryKeys)
+		}
+		d.handler.stats = newStats(tally, w, d.log)
+	}
 	d.markBackends(nil, cfg)
 	d.server = &policyd.Server{Handler: d.handler, Logger: d.log, ConnState: d.metrics.ConnState, Panicked: d.metrics.Panic}
 	return d, nil
@@ -346,6 +372,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 			}
 		})
 	}
+	stopStats := d.runStats()
 	d.listening.Store(int32(len(ls.Policy)))
 	d.ready.Store(true)
 	g.Go(func() error {
@@ -367,6 +394,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 	})
 	err := g.Wait()
 	d.handler.Wait()
+	stopStats()
 	d.pool.Close()
 	d.store.Close()
 	return err
@@ -375,10 +403,33 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 // ServeConn serves one policy connection (spawn mode) and returns when the
 // peer closes it.
 func (d *Daemon) ServeConn(c net.Conn) {
+	stopStats := d.runStats()
 	d.server.ServeConn(c)
 	d.handler.Wait()
+	stopStats()
 	d.pool.Close()
 	d.store.Close()
+}
+
+// statsMemoryKeys bounds the memory store's licence-count keys (one per
+// domain, kind and day: some 2,200 active domains over 30 days). A key
+// takes about 230 B for a few recipients, 12 KiB beyond 1,536 a day.
+const statsMemoryKeys = 200_000
+
+// runStats starts the licence count's writer; the function it returns
+// stops it after a last write.
+func (d *Daemon) runStats() (stop func()) {
+	s := d.handler.stats
+	if s == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.run(ctx, d.metrics.ValidRecipients, func() []string { return namedDomains(d.Config()) })
+	}()
+	return func() { cancel(); <-done }
 }
 
 // Reload re-reads the configuration file. Routes, timeouts, actions, TTLs
@@ -390,6 +441,10 @@ func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	cfg, err := config.Load(d.path)
+	var rt *Routing
+	if err == nil {
+		rt, err = newRouting(cfg, d.breaker)
+	}
 	if err != nil {
 		d.metrics.Reloaded(false)
 		d.log.Error("configuration reload failed, keeping the running configuration", "config", d.path, "err", err)
@@ -402,7 +457,7 @@ func (d *Daemon) Reload() error {
 	if d.level != nil {
 		d.level.Set(parseLevel(cfg.Log.Level))
 	}
-	d.handler.SetRouting(newRouting(cfg, d.breaker))
+	d.handler.SetRouting(rt)
 	d.markBackends(old, cfg)
 	// Sessions of servers no route asks any more, or asked with another
 	// HELO name or sender, are closed; the others are kept.

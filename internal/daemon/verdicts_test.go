@@ -255,7 +255,7 @@ servers = [%q]
 	}
 	store := &hangingStore{}
 	m := metrics.New("test", nil)
-	h := NewHandler(store, NewRouting(cfg, nil), slog.New(slog.NewTextHandler(testWriter{t}, nil)), m)
+	h := NewHandler(store, mustRouting(t, cfg), slog.New(slog.NewTextHandler(testWriter{t}, nil)), m)
 	budget := cacheTimeout(2 * time.Second) // 100ms
 	for _, s := range []struct{ rcpt, want string }{
 		{"alice@example.test", "DUNNO"},
@@ -316,7 +316,7 @@ func TestPanicInRequestIsRecovered(t *testing.T) {
 		return logs.Write(p)
 	}), nil))
 	m := metrics.New("test", nil)
-	h := NewHandler(panickingStore{cache.NewMemory(100)}, NewRouting(cfg, nil), log, m)
+	h := NewHandler(panickingStore{cache.NewMemory(100)}, mustRouting(t, cfg), log, m)
 	srv := &policyd.Server{Handler: h, Logger: log, Panicked: m.Panic}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -371,7 +371,7 @@ func TestRulesChangeReverifiesNegativeVerdicts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return NewRouting(cfg, nil)
+		return mustRouting(t, cfg)
 	}
 	h := NewHandler(cache.NewMemory(100), load(""), slog.New(slog.NewTextHandler(testWriter{t}, nil)), nil)
 	ask := func() string {
@@ -415,7 +415,7 @@ func TestVerdictLogLines(t *testing.T) {
 		}
 		var buf bytes.Buffer
 		log, _ := NewLogger(cfg.Log, &buf)
-		h := NewHandler(cache.NewMemory(100), NewRouting(cfg, nil), log, nil)
+		h := NewHandler(cache.NewMemory(100), mustRouting(t, cfg), log, nil)
 		for _, rcpt := range []string{"alice@example.test", "bob@example.test", "alice@example.test", "bob@example.test"} {
 			h.HandlePolicy(context.Background(), &policyd.Request{ProtocolState: "RCPT", Recipient: rcpt})
 		}
@@ -433,4 +433,13 @@ func TestVerdictLogLines(t *testing.T) {
 			t.Errorf("%q: verdict lines %q, want %q\n%s", tc.extra, got, tc.want, buf.String())
 		}
 	}
+}
+
+func mustRouting(t testing.TB, cfg *config.Config) *Routing {
+	t.Helper()
+	rt, err := NewRouting(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
 }

@@ -34,6 +34,11 @@ type Metrics struct {
 	panics           prometheus.Counter
 	redisErrors      *prometheus.CounterVec
 	backendUp        *prometheus.GaugeVec
+	skipped          *prometheus.CounterVec
+	dryRun           *prometheus.CounterVec
+	harvestRejected  prometheus.Counter
+	harvestLimited   prometheus.Counter
+	validRecipients  *prometheus.GaugeVec
 	// Series of the hot path, resolved once.
 	rcptRequests    map[string]prometheus.Counter
 	cachedVerdicts  [callout.Unreachable + 1]prometheus.Counter
@@ -70,7 +75,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "verdicts_total",
-			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout, coalesced: another request's callout for the same address, made at the same moment).",
+			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout, coalesced: another request's callout for the same address, made at the same moment; list: a route's recipients_file).",
 		}, []string{"verdict", "source"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "cache_hits_total",
@@ -82,7 +87,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 		cacheErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "cache_errors_total",
-			Help: "Verdict cache operations that failed (store unreachable), by op (get, set).",
+			Help: "Verdict cache operations that failed (store unreachable), by op (get, set; count: the harvest limit's counters).",
 		}, []string{"op"}),
 		calloutDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "callout_duration_seconds",
@@ -120,8 +125,28 @@ func New(version string, cache CacheStats) *Metrics {
 		}, []string{"server"}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "redis_errors_total",
-			Help: "Redis operations that failed, by op: get, set, delete, flush, lease, decode (a value calloutd could not read, treated as a miss), tracking (the invalidation connection was lost or could not be made).",
+			Help: "Redis operations that failed, by op: get, set, delete, flush, lease, decode (a value calloutd could not read, treated as a miss), tracking (the invalidation connection was lost or could not be made), count (the harvest limit's counters), tally (the licence count's sketches).",
 		}, []string{"op"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "requests_skipped_total",
+			Help: "RCPT requests answered DUNNO without a callout or a cache lookup, by reason: trusted_network (policy.trusted_networks), authenticated (a SASL client, policy.skip_authenticated).",
+		}, []string{"reason"}),
+		dryRun: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "dry_run_would_reject_total",
+			Help: "Answers a dry run (policy.dry_run or a route's dry_run) did not send: DUNNO went out instead of this reject or deferral, by route.",
+		}, []string{"route"}),
+		harvestRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "harvest_rejected_total",
+			Help: "RCPT requests refused by the directory-harvest limit (harvest.max_unknown), without a callout or a cache lookup.",
+		}),
+		harvestLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "harvest_clients_limited_total",
+			Help: "Times a client (network) reached the directory-harvest limit; each is logged once.",
+		}),
+		validRecipients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "valid_recipients",
+			Help: "Licence count: distinct valid recipients over the stats window, by domain a route names (estimated; exact below a few hundred). Computed every 5 minutes, for domains this node has seen in the window; with Redis every node reports the shared figure.",
+		}, []string{"domain"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
@@ -137,7 +162,7 @@ func New(version string, cache CacheStats) *Metrics {
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
 		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration, m.redisErrors, m.backendUp,
-		m.reloads, m.reloadOK, m.reloadTimestamp)
+		m.skipped, m.dryRun, m.harvestRejected, m.harvestLimited, m.validRecipients, m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
 		Help:        "Always 1; the labels tell the calloutd version and the Go version that built it.",
@@ -164,15 +189,18 @@ func New(version string, cache CacheStats) *Metrics {
 		Namespace: ns, Name: "redis_tracking_up",
 		Help: "1 while the Redis store's local layer is in use: every master's invalidation connection is up and answered lately; 0 while every lookup asks Redis (and always 0 for the memory store).",
 	}, func() float64 { return b2f(health != nil && health.Tracking()) }))
-	for _, op := range []string{"get", "set", "delete", "flush", "lease", "decode", "tracking"} {
+	for _, op := range []string{"get", "set", "delete", "flush", "lease", "decode", "tracking", "count", "tally"} {
 		m.redisErrors.WithLabelValues(op)
 	}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(l)
 	}
-	for _, op := range []string{"get", "set"} {
+	for _, op := range []string{"get", "set", "count"} {
 		m.cacheErrors.WithLabelValues(op)
+	}
+	for _, r := range []string{"trusted_network", "authenticated"} {
+		m.skipped.WithLabelValues(r)
 	}
 	m.rcptRequests = make(map[string]prometheus.Counter)
 	for _, a := range []string{"dunno", "reject", "defer", "defer_if_permit", "other"} {
@@ -317,6 +345,28 @@ func reason(err error) string {
 
 // Panic implements daemon.Observer.
 func (m *Metrics) Panic() { m.panics.Inc() }
+
+// Skipped implements daemon.Observer.
+func (m *Metrics) Skipped(reason string) { m.skipped.WithLabelValues(reason).Inc() }
+
+// DryRunWouldReject implements daemon.Observer.
+func (m *Metrics) DryRunWouldReject(route string) { m.dryRun.WithLabelValues(route).Inc() }
+
+// HarvestRejected implements daemon.Observer.
+func (m *Metrics) HarvestRejected() { m.harvestRejected.Inc() }
+
+// ValidRecipients sets the licence count of domain; n < 0 removes the
+// series.
+func (m *Metrics) ValidRecipients(domain string, n int64) {
+	if n < 0 {
+		m.validRecipients.DeleteLabelValues(domain)
+		return
+	}
+	m.validRecipients.WithLabelValues(domain).Set(float64(n))
+}
+
+// HarvestLimited implements daemon.Observer.
+func (m *Metrics) HarvestLimited() { m.harvestLimited.Inc() }
 
 // ConnState counts open policy connections (policyd.Server.ConnState).
 func (m *Metrics) ConnState(delta int) { m.policyConns.Add(float64(delta)) }

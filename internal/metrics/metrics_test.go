@@ -62,6 +62,11 @@ func touchAll(m *Metrics) {
 		},
 	}, time.Millisecond)
 	m.Panic()
+	m.Skipped("trusted_network")
+	m.DryRunWouldReject("mailstore")
+	m.HarvestRejected()
+	m.HarvestLimited()
+	m.ValidRecipients("example.com", 42)
 	m.BackendUp("a:25", false)
 	m.WatchPool(fakePool{})
 	m.ConnState(+1)
@@ -123,8 +128,8 @@ func knownValues() map[string][]string {
 		"action":         {"dunno", "reject", "defer", "defer_if_permit", "other"},
 		"verdict":        verdicts,
 		"outcome":        verdicts,
-		"source":         {"cache", "callout", "coalesced"},
-		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking"},
+		"source":         {"cache", "callout", "coalesced", "list"},
+		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking", "count", "tally"},
 		"result":         {"success", "failure"},
 		"reason": {"connect", "timeout", "breaker_open", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
 			// replies to RCPT TO (callout.Classify)

@@ -1,0 +1,314 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/redistest"
+	"github.com/calloutd/calloutd/internal/smtptest"
+	"github.com/calloutd/calloutd/policyd"
+)
+
+// askAs sends a RCPT request from client, authenticated as sasl when not
+// empty, and returns the action.
+func (p *policyConn) askAs(client, sasl, recipient string) string {
+	p.t.Helper()
+	req := fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"+
+		"client_address=%s\nclient_name=unknown\nhelo_name=client.test\nsender=tester@client.test\n"+
+		"recipient=%s\nsasl_username=%s\nqueue_id=\ninstance=1.2.3\n\n", client, recipient, sasl)
+	_ = p.c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(p.c, req); err != nil {
+		p.t.Fatalf("write: %v", err)
+	}
+	var b strings.Builder
+	for !strings.HasSuffix(b.String(), "\n\n") {
+		line, err := p.br.ReadString('\n')
+		b.WriteString(line)
+		if err != nil {
+			p.t.Fatalf("read answer: %v (got %q)", err, b.String())
+		}
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(b.String(), "action="), "\n\n")
+}
+
+// gatewayConfig is a daemon with one route "main" for example.test to
+// servers, and extra tables before it.
+func gatewayConfig(extra, servers string) string {
+	return fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+%s
+[callout]
+helo_name = "gw.test"
+request_timeout = "5s"
+[[route]]
+name = "main"
+domains = ["example.test"]
+servers = [%s]
+`, extra, servers)
+}
+
+const unknownAnswer = "550 5.1.1 User unknown in local recipient table"
+
+func wantMetrics(t *testing.T, td *testDaemon, want ...string) {
+	t.Helper()
+	body := httpGet(t, "http://"+td.metrics+"/metrics", 200)
+	for _, w := range want {
+		if !strings.Contains(body, w+"\n") {
+			t.Errorf("/metrics lacks %q", w)
+		}
+	}
+}
+
+// Trusted networks and authenticated clients are answered DUNNO with no
+// callout and no cache lookup; other clients are verified.
+func TestTrustedAndAuthenticatedClientsSkipped(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test")})
+	td := startDaemon(t, gatewayConfig(`[policy]
+trusted_networks = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]`, quoted(backend.Addr())))
+	p := dialPolicy(t, td.policy)
+	for _, c := range []struct{ client, sasl, want string }{
+		{"10.1.2.3", "", "DUNNO"},
+		{"::ffff:10.1.2.3", "", "DUNNO"}, // IPv4 client on an IPv6 socket
+		{"2001:db8:ffff::5", "", "DUNNO"},
+		{"192.0.2.7", "", "DUNNO"},
+		{"203.0.113.9", "bob", "DUNNO"}, // authenticated
+		{"192.0.2.8", "", unknownAnswer},
+		{"2001:db9::1", "", unknownAnswer + cachedSuffix},
+		{"unknown", "", unknownAnswer + cachedSuffix},
+	} {
+		if got := p.askAs(c.client, c.sasl, "nobody@example.test"); got != c.want {
+			t.Errorf("client %s sasl %q: %q, want %q", c.client, c.sasl, got, c.want)
+		}
+	}
+	if n := backend.Count("RCPT"); n != 1 {
+		t.Errorf("backend saw %d RCPTs, want 1 (the others were trusted, or cached)", n)
+	}
+	wantMetrics(t, td, `calloutd_requests_skipped_total{reason="trusted_network"} 4`,
+		`calloutd_requests_skipped_total{reason="authenticated"} 1`, `calloutd_cache_misses_total 1`, `calloutd_cache_hits_total 2`)
+
+	// skip_authenticated = false: an authenticated client is verified.
+	td2 := startDaemon(t, gatewayConfig("[policy]\nskip_authenticated = false", quoted(backend.Addr())))
+	if got := dialPolicy(t, td2.policy).askAs("203.0.113.9", "bob", "nobody@example.test"); got != unknownAnswer {
+		t.Errorf("authenticated client with skip_authenticated = false: %q, want %q", got, unknownAnswer)
+	}
+}
+
+// A dry run verifies and caches as usual but answers DUNNO, per route:
+// the global switch, and a route's override either way.
+func TestDryRun(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test", "alice@other.test")})
+	cfg := gatewayConfig("[policy]\ndry_run = true", quoted(backend.Addr())) + fmt.Sprintf(`
+[[route]]
+name = "other"
+domains = ["other.test"]
+servers = [%q]
+dry_run = false
+`, backend.Addr())
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	for _, c := range []struct{ rcpt, want string }{
+		{"bob@example.test", "DUNNO"},   // fresh: would reject
+		{"bob@example.test", "DUNNO"},   // cached: would reject
+		{"alice@example.test", "DUNNO"}, // valid
+		{"bob@other.test", unknownAnswer},
+	} {
+		if got := p.askAs("203.0.113.9", "", c.rcpt); got != c.want {
+			t.Errorf("%s: %q, want %q", c.rcpt, got, c.want)
+		}
+	}
+	if n := backend.Count("RCPT"); n != 3 {
+		t.Errorf("backend saw %d RCPTs, want 3 (verified and cached as usual)", n)
+	}
+	wantMetrics(t, td, `calloutd_dry_run_would_reject_total{route="main"} 2`,
+		`calloutd_policy_requests_total{action="dunno",protocol_state="RCPT"} 3`,
+		`calloutd_policy_requests_total{action="reject",protocol_state="RCPT"} 1`,
+		`calloutd_verdicts_total{source="cache",verdict="unknown"} 1`)
+}
+
+// A client that collects max_unknown unknown recipients gets every
+// further recipient refused without a callout, grouped by network; other
+// networks and trusted clients are not limited.
+func TestHarvestLimit(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test")})
+	td := startDaemon(t, gatewayConfig(`[policy]
+trusted_networks = ["198.51.100.0/24"]
+[harvest]
+max_unknown = 3
+window = "1m"
+ipv4_prefix = 32
+ipv6_prefix = 64`, quoted(backend.Addr())))
+	p := dialPolicy(t, td.policy)
+	const limited = "550 5.7.1 Too many unknown recipients"
+	ask := func(client, rcpt, want string) {
+		t.Helper()
+		if got := p.askAs(client, "", rcpt); got != want {
+			t.Errorf("%s asks %s: %q, want %q", client, rcpt, got, want)
+		}
+	}
+	for i := range 3 {
+		ask("203.0.113.9", fmt.Sprintf("guess%d@example.test", i), unknownAnswer)
+	}
+	before := backend.Count("RCPT")
+	ask("203.0.113.9", "alice@example.test", limited) // valid, but not revealed
+	ask("203.0.113.9", "guess0@example.test", limited)
+	if n := backend.Count("RCPT"); n != before {
+		t.Errorf("the limited client cost %d RCPTs, want none", n-before)
+	}
+	ask("203.0.113.10", "alice@example.test", "DUNNO") // another /32
+	ask("203.0.113.10", "guess0@example.test", unknownAnswer+cachedSuffix)
+
+	// IPv6: a /64 is one client, however many addresses it uses.
+	ask("2001:db8:1:2::1", "v6a@example.test", unknownAnswer)
+	ask("2001:db8:1:2::2", "v6b@example.test", unknownAnswer)
+	ask("2001:db8:1:2:ffff::3", "v6c@example.test", unknownAnswer)
+	ask("2001:db8:1:2::abcd", "alice@example.test", limited)
+	ask("2001:db8:1:3::1", "alice@example.test", "DUNNO")
+
+	// Trusted clients are never counted nor limited.
+	for i := range 5 {
+		ask("198.51.100.1", fmt.Sprintf("guess%d@example.test", i), "DUNNO")
+	}
+	wantMetrics(t, td, `calloutd_harvest_rejected_total 3`, `calloutd_harvest_clients_limited_total 2`)
+
+	// action = "defer"
+	td2 := startDaemon(t, gatewayConfig("[harvest]\nmax_unknown = 1\naction = \"defer\"", quoted(backend.Addr())))
+	p2 := dialPolicy(t, td2.policy)
+	p2.askAs("203.0.113.9", "", "guess0@example.test")
+	if got, want := p2.askAs("203.0.113.9", "", "alice@example.test"), "DEFER_IF_PERMIT 4.7.1 Too many unknown recipients, try again later"; got != want {
+		t.Errorf("defer action: %q, want %q", got, want)
+	}
+}
+
+// With the Redis store the count is shared: the limit holds across two
+// daemons, and the count is a plain Redis key with the window as TTL.
+func TestHarvestLimitAcrossNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test")})
+	cfg := gatewayConfig(fmt.Sprintf("[harvest]\nmax_unknown = 3\nwindow = \"10m\"\n[cache]\nstore = \"redis\"\n[cache.redis]\naddrs = [%q]", srv.Addr()), quoted(backend.Addr()))
+	a, b := dialPolicy(t, startDaemon(t, cfg).policy), dialPolicy(t, startDaemon(t, cfg).policy)
+	for i, p := range []*policyConn{a, b, a} {
+		if got := p.askAs("203.0.113.9", "", fmt.Sprintf("guess%d@example.test", i)); got != unknownAnswer {
+			t.Fatalf("unknown #%d: %q", i+1, got)
+		}
+	}
+	for _, p := range []*policyConn{b, a} {
+		if got, want := p.askAs("203.0.113.9", "", "alice@example.test"), "550 5.7.1 Too many unknown recipients"; got != want {
+			t.Errorf("after 3 unknowns on two nodes: %q, want %q", got, want)
+		}
+	}
+	if got := srv.CLI("GET", "calloutd:harvest:203.0.113.9/32"); strings.TrimSpace(got) != "3" {
+		t.Errorf("GET calloutd:harvest:203.0.113.9/32 = %q, want 3", got)
+	}
+	var ttl int
+	if _, err := fmt.Sscan(srv.CLI("TTL", "calloutd:harvest:203.0.113.9/32"), &ttl); err != nil || ttl <= 0 || ttl > 600 {
+		t.Errorf("TTL of the count = %d (%v), want within the 10m window", ttl, err)
+	}
+}
+
+// A recipients file answers without a callout: listed addresses and
+// @domain lines are valid; with callout = false an unlisted address is
+// unknown. A reload reads the file again; a broken file keeps the old
+// list.
+func TestRecipientsFile(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("carol@asked.test")})
+	dir := t.TempDir()
+	listOnly, asked := filepath.Join(dir, "list-only.txt"), filepath.Join(dir, "asked.txt")
+	write := func(path, text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(listOnly, "# mailboxes of the legacy system\nAlice@List.test\n\n@all.list.test  # catch-all domain\n")
+	write(asked, "dave@asked.test\n")
+	cfg := fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+[[route]]
+name = "legacy"
+domains = ["list.test", "all.list.test"]
+recipients_file = %q
+callout = false
+[[route]]
+name = "asked"
+domains = ["asked.test"]
+servers = [%q]
+recipients_file = %q
+`, listOnly, backend.Addr(), asked)
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	check := func(rcpt, want string) {
+		t.Helper()
+		if got := p.askAs("203.0.113.9", "", rcpt); got != want {
+			t.Errorf("%s: %q, want %q", rcpt, got, want)
+		}
+	}
+	check("alice@list.test", "DUNNO")
+	check("ALICE@LIST.TEST", "DUNNO")
+	check("anyone@all.list.test", "DUNNO")
+	check("bob@list.test", "550 5.1.1 User unknown")
+	check("dave@asked.test", "DUNNO") // listed: no callout
+	if n := backend.Count("RCPT"); n != 0 {
+		t.Errorf("backend saw %d RCPTs for listed or list-only addresses, want 0", n)
+	}
+	check("carol@asked.test", "DUNNO") // not listed: asked
+	check("eve@asked.test", "550 5.1.1 User unknown in local recipient table")
+	if n := backend.Count("RCPT"); n != 2 {
+		t.Errorf("backend saw %d RCPTs, want 2", n)
+	}
+	wantMetrics(t, td, `calloutd_verdicts_total{source="list",verdict="valid"} 4`, `calloutd_verdicts_total{source="list",verdict="unknown"} 1`)
+
+	write(listOnly, "alice@list.test\nbob@list.test\n")
+	if err := td.d.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	check("bob@list.test", "DUNNO")
+	check("anyone@all.list.test", "550 5.1.1 User unknown")
+
+	write(listOnly, "alice@list.test\nnot an address\n")
+	err := td.d.Reload()
+	if err == nil || !strings.Contains(err.Error(), "list-only.txt:2:") {
+		t.Errorf("Reload of a broken list: %v, want an error naming list-only.txt:2", err)
+	}
+	check("bob@list.test", "DUNNO") // the old list stays
+	wantMetrics(t, td, `calloutd_config_reloads_total{result="failure"} 1`)
+}
+
+// A dry run's verdict line says what would have been sent.
+func TestDryRunLogLine(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users()})
+	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf("[policy]\ndry_run = true\n[callout]\nhelo_name = \"gw.test\"\n[[route]]\nname = \"r\"\ndomains = [\"example.test\"]\nservers = [%q]\n", backend.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log, _ := NewLogger(cfg.Log, &buf)
+	h := NewHandler(cache.NewMemory(100), mustRouting(t, cfg), log, nil)
+	for range 2 {
+		if got := h.HandlePolicy(context.Background(), &policyd.Request{ProtocolState: "RCPT", Recipient: "bob@example.test"}); got != policyd.Dunno {
+			t.Fatalf("dry run answered %q", got)
+		}
+	}
+	for _, want := range []string{
+		`cached=false action=DUNNO route=r`,
+		`dry_run=true would_action="550 5.1.1 User unknown in local recipient table" attempts=1`,
+		`cached=true action=DUNNO route=r`,
+		`dry_run=true would_action="550 5.1.1 User unknown in local recipient table (cached verdict)"` + "\n",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, buf.String())
+		}
+	}
+}

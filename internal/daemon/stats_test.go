@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/redistest"
+	"github.com/calloutd/calloutd/internal/smtptest"
+)
+
+func statsConfig(extra, backend string) string {
+	return fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+%s
+[callout]
+helo_name = "gw.test"
+[[route]]
+name = "main"
+domains = ["example.test", ".sub.test"]
+servers = [%q]
+`, extra, backend)
+}
+
+// Every verdict counts toward its domain's licence count, cached ones
+// too; a ".parent" route entry counts its subdomains together; a domain
+// no route names is not counted.
+func TestLicenceCountMemory(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test", "bob@example.test", "carol@a.sub.test", "dave@b.sub.test")})
+	td := startDaemon(t, statsConfig("", backend.Addr()))
+	p := dialPolicy(t, td.policy)
+	for _, rcpt := range []string{"alice@example.test", "Alice@Example.test", "bob@example.test", "nobody@example.test",
+		"nobody@example.test", "ghost@example.test", "carol@a.sub.test", "dave@b.sub.test", "x@other.test"} {
+		p.askAs("203.0.113.9", "", rcpt)
+	}
+	resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "report"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DomainReport{
+		{Domain: ".sub.test", Valid: 2, Callouts: 2},
+		{Domain: "example.test", Valid: 2, Unknown: 2, Callouts: 4},
+	}
+	if fmt.Sprint(resp.Report) != fmt.Sprint(want) {
+		t.Errorf("report %+v, want %+v", resp.Report, want)
+	}
+}
+
+// With Redis the count is shared: two nodes verifying different (and
+// the same) addresses add up to one set, readable by calloutd report
+// without a daemon, and the gauge shows it.
+func TestLicenceCountRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test", "bob@example.test", "carol@example.test")})
+	cfgText := statsConfig(fmt.Sprintf("[cache]\nstore = \"redis\"\n[cache.redis]\naddrs = [%q]", srv.Addr()), backend.Addr())
+	a, b := startDaemon(t, cfgText), startDaemon(t, cfgText)
+	pa, pb := dialPolicy(t, a.policy), dialPolicy(t, b.policy)
+	pa.askAs("203.0.113.9", "", "alice@example.test")
+	pa.askAs("203.0.113.9", "", "bob@example.test")
+	pb.askAs("203.0.113.9", "", "bob@example.test")
+	pb.askAs("203.0.113.9", "", "carol@example.test")
+	pb.askAs("203.0.113.9", "", "nobody@example.test")
+	// Each node writes what it gathered at shutdown at the latest.
+	a.stop(t)
+	b.stop(t)
+	day := time.Now().UTC().Format("20060102")
+	if got := strings.TrimSpace(srv.CLI("PFCOUNT", "calloutd:stats:{example.test}:valid:"+day)); got != "3" {
+		t.Errorf("PFCOUNT of today's valid key = %q, want 3", got)
+	}
+	if ttl := strings.TrimSpace(srv.CLI("TTL", "calloutd:stats:{example.test}:valid:"+day)); ttl == "-1" || ttl == "-2" {
+		t.Errorf("valid key TTL %s, want one (window + 2 days)", ttl)
+	}
+	cfg, err := config.Parse("t.toml", []byte(strings.ReplaceAll(cfgText, "{{ADMIN}}", "/nonexistent/admin.sock")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewStore(cfg, a.d.log, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	rows, err := Report(context.Background(), store.(cache.Tally), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DomainReport{{Domain: "example.test", Valid: 3, Unknown: 1, Callouts: 4}}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Errorf("report %+v, want %+v", rows, want)
+	}
+}
+
+// The licence count's day keys: a window of N days reads N keys, today's
+// first; route entries name domains as configured.
+func TestLicenceKeys(t *testing.T) {
+	now := time.Date(2026, 12, 2, 23, 30, 0, 0, time.FixedZone("x", 2*3600)) // 21:30 UTC
+	got := windowKeys("example.com", kindValid, 3*24*time.Hour, now)
+	want := []string{"stats:{example.com}:valid:20261202", "stats:{example.com}:valid:20261201", "stats:{example.com}:valid:20261130"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("windowKeys = %q, want %q", got, want)
+	}
+	cfg := &config.Config{Routes: []config.Route{{Domains: []string{"example.com", ".example.com", ".b.example.com"}}}}
+	n := newDomainNames(cfg)
+	for d, want := range map[string]string{"example.com": "example.com", "a.example.com": ".example.com",
+		"x.b.example.com": ".b.example.com", "b.example.com": ".example.com", "example.org": "", "com": ""} {
+		if got := n.of(d); got != want {
+			t.Errorf("of(%q) = %q, want %q", d, got, want)
+		}
+	}
+}
