@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,6 +249,18 @@ servers = ["%s"]
 	code, out, _ = calloutd("lookup", "-config", path, "alice@example.test")
 	if code != 1 || out != "alice@example.test: not cached\n" {
 		t.Errorf("lookup of uncached: exit %d, %q", code, out)
+	}
+
+	// The licence count, from the running daemon's memory.
+	code, out, errOut = calloutd("report", "-config", path, "-json")
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); code != 0 || err != nil || len(rows) != 1 ||
+		rows[0]["domain"] != "example.test" || rows[0]["valid"] != 0.0 || rows[0]["unknown"] != 1.0 || rows[0]["callouts"] != 1.0 {
+		t.Errorf("report -json: exit %d, %v, stdout %q, stderr %q", code, err, out, errOut)
+	}
+	code, out, _ = calloutd("report", "-config", path)
+	if code != 0 || !strings.Contains(out, "Licence count over the last 30 days") || !regexp.MustCompile(`(?m)^ *example\.test +0 +1 +1 *$`).MatchString(out) {
+		t.Errorf("report: exit %d, stdout %q", code, out)
 	}
 
 	// SIGHUP with the policy connection open: the new route answers on it.
