@@ -350,3 +350,24 @@ func FuzzParseAddress(f *testing.F) {
 		checkWire(t, a)
 	})
 }
+
+func TestBase(t *testing.T) {
+	for _, c := range []struct{ local, delims, want string }{
+		{"bob+news", "+", "bob"},
+		{"bob+news+more", "+", "bob"},
+		{"bob-news", "+", "bob-news"},
+		{"bob-news", "+-", "bob"},
+		{"bob.smith+x", "+", "bob.smith"},
+		{"+news", "+", "+news"}, // nothing before the delimiter
+		{"bob", "+", "bob"},
+		{"bob+x", "", "bob+x"},
+		{"owner-list", "-", "owner-list"}, // Postfix keeps these whole
+		{"list-request", "-", "list-request"},
+		{"a-b", "-", "a"},
+	} {
+		got := Address{Local: c.local, Domain: "example.com"}.Base(c.delims)
+		if got.Local != c.want || got.Domain != "example.com" {
+			t.Errorf("Base(%q, %q) = %q, want %q", c.local, c.delims, got.Local, c.want)
+		}
+	}
+}

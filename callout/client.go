@@ -3,6 +3,7 @@ package callout
 import (
 	"context"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -43,6 +44,18 @@ type Settings struct {
 	CommandTimeout time.Duration
 	// Rules are the route's own readings of replies; nil for none.
 	Rules *Rules
+	// Source4 and Source6, when valid, are the local addresses
+	// connections to IPv4 and IPv6 servers leave from.
+	Source4, Source6 netip.Addr
+}
+
+// Source names the settings' source addresses ("" for none): sessions
+// from different sources are different sessions.
+func (st *Settings) Source() string {
+	if !st.Source4.IsValid() && !st.Source6.IsValid() {
+		return ""
+	}
+	return st.Source4.String() + "," + st.Source6.String()
 }
 
 // Client is a Prober that opens one SMTP session per probe: greeting,
@@ -142,9 +155,12 @@ func (st *Settings) commandTimeout() time.Duration {
 	return st.CommandTimeout
 }
 
-func (c *Client) dialer() Dialer {
-	if c.Dialer == nil {
-		return &net.Dialer{}
+func (c *Client) dialer(st *Settings) Dialer {
+	if c.Dialer != nil {
+		return c.Dialer
 	}
-	return c.Dialer
+	if st.Source() != "" {
+		return &net.Dialer{ControlContext: bindSource(st.Source4, st.Source6)}
+	}
+	return &net.Dialer{}
 }

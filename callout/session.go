@@ -44,7 +44,7 @@ type Session struct {
 func (c *Client) open(ctx context.Context, st *Settings, server string) (*Session, error) {
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, st.connectTimeout())
-	conn, err := c.dialer().DialContext(dctx, "tcp", server)
+	conn, err := c.dialer(st).DialContext(dctx, "tcp", server)
 	cancel()
 	if err != nil {
 		return nil, &Error{Server: server, Stage: StageConnect, Err: err}

@@ -104,6 +104,10 @@ func checkOne(cfg *config.Config, a callout.Address, w io.Writer) int {
 		fmt.Fprintf(w, "  no route covers %s: calloutd answers DUNNO without a callout\n", a.Domain)
 		return 2
 	}
+	if base := a.Base(rt.PolicyFor(routes[0].Name).Delimiter); base != a {
+		fmt.Fprintf(w, "  verifying %s (recipient_delimiter of route %s)\n", base, routes[0].Name)
+		a = base
+	}
 	rest, route, listed := rt.Listed(a, routes)
 	switch {
 	case listed:

@@ -86,6 +86,16 @@ type Callout struct {
 	RequestTimeout    Duration `toml:"request_timeout"`
 	UnreachableAction string   `toml:"unreachable_action"` // dunno | defer
 	TempfailAction    string   `toml:"tempfail_action"`    // dunno | defer
+	// RecipientDelimiter: characters that start an address extension, as
+	// Postfix's recipient_delimiter ("+", "+-"); the address without its
+	// extension is verified. "" = none.
+	RecipientDelimiter string `toml:"recipient_delimiter"`
+	// SourceAddress: the local addresses callouts leave from, at most one
+	// per family ("192.0.2.10", or ["192.0.2.10", "2001:db8::10"]).
+	SourceAddress AddrList `toml:"source_address"`
+	// Source4 and Source6 are SourceAddress, parsed and checked.
+	Source4 netip.Addr `toml:"-"`
+	Source6 netip.Addr `toml:"-"`
 
 	// Session pool, global only (sessions belong to servers, not routes).
 	PoolSize                int      `toml:"pool_size"`
@@ -138,16 +148,18 @@ type Route struct {
 	Domains []string `toml:"domains"`
 	Servers []string `toml:"servers"`
 
-	HeloName          *string   `toml:"helo_name"`
-	MailFrom          *string   `toml:"mail_from"`
-	ConnectTimeout    *Duration `toml:"connect_timeout"`
-	CommandTimeout    *Duration `toml:"command_timeout"`
-	RequestTimeout    *Duration `toml:"request_timeout"`
-	UnreachableAction *string   `toml:"unreachable_action"`
-	TempfailAction    *string   `toml:"tempfail_action"`
-	PositiveTTL       *Duration `toml:"positive_ttl"`
-	NegativeTTL       *Duration `toml:"negative_ttl"`
-	TempfailTTL       *Duration `toml:"tempfail_ttl"`
+	HeloName           *string   `toml:"helo_name"`
+	MailFrom           *string   `toml:"mail_from"`
+	ConnectTimeout     *Duration `toml:"connect_timeout"`
+	CommandTimeout     *Duration `toml:"command_timeout"`
+	RequestTimeout     *Duration `toml:"request_timeout"`
+	UnreachableAction  *string   `toml:"unreachable_action"`
+	TempfailAction     *string   `toml:"tempfail_action"`
+	RecipientDelimiter *string   `toml:"recipient_delimiter"`
+	SourceAddress      *AddrList `toml:"source_address"`
+	PositiveTTL        *Duration `toml:"positive_ttl"`
+	NegativeTTL        *Duration `toml:"negative_ttl"`
+	TempfailTTL        *Duration `toml:"tempfail_ttl"`
 	// UnknownReplies and IgnoreReplies are regular expressions (RE2)
 	// matched against a whole RCPT reply ("550 5.1.1 text"); they win over
 	// the built-in classification, Ignore first.
@@ -430,7 +442,76 @@ func validateCallout(prefix string, co *Callout) error {
 	if !oneOf(co.TempfailAction, "dunno", "defer") {
 		return keyError(prefix+"tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
 	}
+	if d := co.RecipientDelimiter; len(d) > 8 || strings.ContainsFunc(d, func(c rune) bool {
+		return c <= ' ' || c >= 0x7f || c == '@' || c == '"' || c == '\\'
+	}) {
+		return keyError(prefix+"recipient_delimiter", "%q: at most 8 printable ASCII characters, not '@', quotes or spaces", d)
+	}
+	if len(co.SourceAddress) == 0 {
+		co.SourceAddress = nil // "" or [] in a file is the default
+	}
+	co.Source4, co.Source6 = netip.Addr{}, netip.Addr{}
+	for _, s := range co.SourceAddress {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return keyError(prefix+"source_address", "%q: not an IP address", s)
+		}
+		a = a.Unmap()
+		dst := &co.Source4
+		if a.Is6() {
+			dst = &co.Source6
+		}
+		if dst.IsValid() {
+			return keyError(prefix+"source_address", "%q: at most one address per family", s)
+		}
+		if err := checkLocalAddr(a); err != nil {
+			return keyError(prefix+"source_address", "%q: not an address of this host: %v", s, err)
+		}
+		*dst = a
+	}
 	return nil
+}
+
+// checkLocalAddr tells whether callouts can leave from a: a socket can be
+// bound to it.
+func checkLocalAddr(a netip.Addr) error {
+	c, err := net.ListenPacket("udp", netip.AddrPortFrom(a, 0).String())
+	if err != nil {
+		var se *os.SyscallError
+		if errors.As(err, &se) {
+			return se.Err
+		}
+		return err
+	}
+	return c.Close()
+}
+
+// AddrList is a list of addresses written as one string or an array of
+// strings; "" is none.
+type AddrList []string
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (l *AddrList) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*l = nil
+		if v != "" {
+			*l = AddrList{v}
+		}
+		return nil
+	case []any:
+		out := make(AddrList, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("source_address: %v is not a string", e)
+			}
+			out = append(out, s)
+		}
+		*l = out
+		return nil
+	}
+	return fmt.Errorf("want an address or a list of addresses, not %T", v)
 }
 
 // validatePool checks the session pool's keys against the backend limits
@@ -496,6 +577,10 @@ func (c *Config) Resolve(key string, r *Route) error {
 	setD(&co.RequestTimeout, r.RequestTimeout)
 	setS(&co.UnreachableAction, r.UnreachableAction)
 	setS(&co.TempfailAction, r.TempfailAction)
+	setS(&co.RecipientDelimiter, r.RecipientDelimiter)
+	if r.SourceAddress != nil {
+		co.SourceAddress = *r.SourceAddress
+	}
 	setD(&e.PositiveTTL, r.PositiveTTL)
 	setD(&e.NegativeTTL, r.NegativeTTL)
 	setD(&e.TempfailTTL, r.TempfailTTL)

@@ -70,17 +70,17 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("routes: %+v", routes)
 	}
 	// The first route takes every setting from [callout] and [cache].
-	if e := routes[0].Effective; e.Callout != want.Callout || e.PositiveTTL != want.Cache.PositiveTTL ||
+	if e := routes[0].Effective; !reflect.DeepEqual(e.Callout, want.Callout) || e.PositiveTTL != want.Cache.PositiveTTL ||
 		e.NegativeTTL != want.Cache.NegativeTTL || e.TempfailTTL != want.Cache.TempfailTTL || e.Rules != nil {
 		t.Errorf("route mailstore: effective %+v, want the global settings", e)
 	}
 	e := routes[1].Effective
 	wantCo := Callout{HeloName: "gateway.example.net", MailFrom: "postmaster@gateway.example.net",
 		ConnectTimeout: Duration(5 * time.Second), CommandTimeout: Duration(5 * time.Second), RequestTimeout: Duration(15 * time.Second),
-		UnreachableAction: "dunno", TempfailAction: "dunno",
+		UnreachableAction: "dunno", TempfailAction: "dunno", RecipientDelimiter: "+",
 		PoolSize: 4, MaxConnectionsPerServer: 10, PoolIdleTimeout: Duration(30 * time.Second), MaxSessionAge: Duration(5 * time.Minute),
 		SessionMaxErrors: 8, SessionMaxRecipients: 900}
-	if e.Callout != wantCo || e.PositiveTTL != Duration(7*24*time.Hour) || e.NegativeTTL != Duration(30*time.Minute) || e.TempfailTTL != Duration(time.Minute) {
+	if !reflect.DeepEqual(e.Callout, wantCo) || e.PositiveTTL != Duration(7*24*time.Hour) || e.NegativeTTL != Duration(30*time.Minute) || e.TempfailTTL != Duration(time.Minute) {
 		t.Errorf("route legacy: effective %+v", e)
 	}
 	if e.Rules == nil || len(e.Rules.Unknown) != 1 || len(e.Rules.Ignore) != 1 {
@@ -406,6 +406,10 @@ func TestParseErrors(t *testing.T) {
 		{name: "relative recipients file", toml: route(`domains = ["example.org"]`, `servers = ["127.0.0.1"]`, `recipients_file = "list.txt"`), want: `calloutd.toml: route[0].recipients_file: "list.txt": path must be absolute`},
 		{name: "bad trusted network", toml: "[policy]\ntrusted_networks = [\"10.0.0.0/8\", \"10.0.0/8\"]\n", want: `calloutd.toml: policy.trusted_networks[1]: "10.0.0/8": not an address or a CIDR network`},
 		{name: "stats window in hours", toml: "[stats]\nwindow = \"36h\"\n", want: `calloutd.toml: stats.window: 36h0m0s: must be whole days between 1d and 400d, or 0 (off)`},
+		{name: "source not an address", toml: "[callout]\nsource_address = \"gw.example\"\n", want: `calloutd.toml: callout.source_address: "gw.example": not an IP address`},
+		{name: "two sources of a family", toml: "[callout]\nsource_address = [\"127.0.0.2\", \"127.0.0.3\"]\n", want: `calloutd.toml: callout.source_address: "127.0.0.3": at most one address per family`},
+		{name: "source not on this host", toml: route(`domains = ["example.org"]`, `servers = ["127.0.0.1"]`, `source_address = "192.0.2.123"`), want: `calloutd.toml: route[0].source_address: "192.0.2.123": not an address of this host: cannot assign requested address`},
+		{name: "delimiter with @", toml: "[callout]\nrecipient_delimiter = \"+@\"\n", want: `calloutd.toml: callout.recipient_delimiter: "+@": at most 8 printable ASCII characters, not '@', quotes or spaces`},
 		{name: "harvest action", toml: "[harvest]\naction = \"drop\"\n", want: `calloutd.toml: harvest.action: "drop" is not one of reject, defer`},
 		{name: "harvest negative", toml: "[harvest]\nmax_unknown = -1\n", want: `calloutd.toml: harvest.max_unknown: -1: must not be negative (0 = off)`},
 		{name: "harvest ipv6 prefix", toml: "[harvest]\nipv6_prefix = 129\n", want: `calloutd.toml: harvest.ipv6_prefix: 129: must be between 16 and 128`},

@@ -27,6 +27,9 @@ type Policy struct {
 	// route asks no server (callout = false).
 	List      *recipients.List
 	NoCallout bool
+	// Delimiter: recipient_delimiter; the address without its extension
+	// is verified.
+	Delimiter string
 }
 
 // TTL is how long a verdict is cached.

@@ -312,3 +312,60 @@ func TestDryRunLogLine(t *testing.T) {
 		}
 	}
 }
+
+// With recipient_delimiter, every extension of a mailbox is one verdict:
+// the backend is asked about the base address once. Without it, the whole
+// address is asked.
+func TestRecipientDelimiter(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("bob@example.test", "bob+tag@other.test")})
+	cfg := gatewayConfig("", quoted(backend.Addr())) + `recipient_delimiter = "+-"
+` + fmt.Sprintf(`[[route]]
+name = "plain"
+domains = ["other.test"]
+servers = [%q]
+`, backend.Addr())
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	for _, c := range []struct{ rcpt, want string }{
+		{"bob+news@example.test", "DUNNO"},
+		{"bob-x@example.test", "DUNNO"},
+		{"bob@example.test", "DUNNO"},
+		{"eve+a@example.test", unknownAnswer},
+		{"eve+b@example.test", unknownAnswer + cachedSuffix},
+		{"bob+tag@other.test", "DUNNO"}, // no delimiter on this route: asked whole
+	} {
+		if got := p.askAs("203.0.113.9", "", c.rcpt); got != c.want {
+			t.Errorf("%s: %q, want %q", c.rcpt, got, c.want)
+		}
+	}
+	var rcpts []string
+	for _, l := range backend.Lines() {
+		if strings.HasPrefix(l, "RCPT") {
+			rcpts = append(rcpts, l)
+		}
+	}
+	want := []string{"RCPT TO:<bob@example.test>", "RCPT TO:<eve@example.test>", "RCPT TO:<bob+tag@other.test>"}
+	if fmt.Sprint(rcpts) != fmt.Sprint(want) {
+		t.Errorf("backend saw %q, want %q", rcpts, want)
+	}
+}
+
+// A route's source_address is where its callouts leave from (Linux routes
+// all of 127.0.0.0/8 to lo, so 127.0.0.2 is this host's).
+func TestSourceAddress(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("bob@example.test", "bob@other.test")})
+	cfg := gatewayConfig("", quoted(backend.Addr())) + `source_address = "127.0.0.2"
+` + fmt.Sprintf(`[[route]]
+name = "other"
+domains = ["other.test"]
+servers = [%q]
+source_address = ["127.0.0.3"]
+`, backend.Addr())
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	p.askAs("203.0.113.9", "", "bob@example.test")
+	p.askAs("203.0.113.9", "", "bob@other.test")
+	if got := backend.Peers(); got["127.0.0.2"] != 1 || got["127.0.0.3"] != 1 || len(got) != 2 {
+		t.Errorf("backend saw connections from %v, want one from 127.0.0.2 and one from 127.0.0.3", got)
+	}
+}

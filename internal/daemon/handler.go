@@ -170,10 +170,13 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	if len(routes) == 0 {
 		return policyd.Dunno
 	}
+	first := rt.PolicyFor(routes[0].Name)
+	// bob+news is bob's mailbox: one verdict, one count for the harvest
+	// limit and the licence count, whatever the extension.
+	rcpt = rcpt.Base(first.Delimiter)
 	key := cache.Key(rcpt.Local, rcpt.Domain)
 	// One budget for the whole verdict, cache included: the first route's
 	// request_timeout, from the request's start.
-	first := rt.PolicyFor(routes[0].Name)
 	budget := first.RequestTimeout
 	deadline := start.Add(budget)
 	ctimeout := cacheTimeout(budget)

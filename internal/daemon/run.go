@@ -77,6 +77,8 @@ func newClient(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Clie
 			MailFrom:       cfg.Callout.MailFrom,
 			ConnectTimeout: cfg.Callout.ConnectTimeout.D(),
 			CommandTimeout: cfg.Callout.CommandTimeout.D(),
+			Source4:        cfg.Callout.Source4,
+			Source6:        cfg.Callout.Source6,
 		},
 		Trace: trace,
 	}
@@ -116,9 +118,11 @@ func newRouting(cfg *config.Config, prober callout.Prober) (*Routing, error) {
 			ConnectTimeout: e.Callout.ConnectTimeout.D(),
 			CommandTimeout: e.Callout.CommandTimeout.D(),
 			Rules:          e.Rules,
+			Source4:        e.Callout.Source4,
+			Source6:        e.Callout.Source6,
 		}}
 		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL, cfg.Cache.PositiveRefresh)
-		p.DryRun, p.NoCallout = e.DryRun, e.NoCallout
+		p.DryRun, p.NoCallout, p.Delimiter = e.DryRun, e.NoCallout, e.Callout.RecipientDelimiter
 		if r.RecipientsFile != "" {
 			l, err := recipients.Load(r.RecipientsFile)
 			if err != nil {
@@ -504,15 +508,17 @@ func (d *Daemon) markBackends(old, cfg *config.Config) {
 }
 
 // poolKeys tells which pooled sessions cfg's routes still use.
-func poolKeys(cfg *config.Config) func(server, helo, from string) bool {
-	type key struct{ server, helo, from string }
+func poolKeys(cfg *config.Config) func(server, helo, from, source string) bool {
+	type key struct{ server, helo, from, source string }
 	keep := map[key]bool{}
 	for _, r := range cfg.Routes {
+		co := &r.Effective.Callout
+		src := (&callout.Settings{Source4: co.Source4, Source6: co.Source6}).Source()
 		for _, srv := range r.Servers {
-			keep[key{srv, r.Effective.Callout.HeloName, r.Effective.Callout.MailFrom}] = true
+			keep[key{srv, co.HeloName, co.MailFrom, src}] = true
 		}
 	}
-	return func(server, helo, from string) bool { return keep[key{server, helo, from}] }
+	return func(server, helo, from, source string) bool { return keep[key{server, helo, from, source}] }
 }
 
 // restartKeys names the settings that differ and are only read at start.

@@ -3,6 +3,7 @@ package smtptest
 import (
 	"bufio"
 	"errors"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -111,6 +112,7 @@ type Server struct {
 	lines    []string
 	counts   map[string]int
 	sessions int
+	peers    map[string]int // client IP -> connections
 }
 
 // NewServer starts a server on 127.0.0.1:0 that behaves as b says. It is
@@ -129,6 +131,7 @@ func NewServer(t testing.TB, b Behavior) *Server {
 		sem:    make(chan struct{}, MaxSessions),
 		conns:  map[net.Conn]struct{}{},
 		counts: map[string]int{},
+		peers:  map[string]int{},
 	}
 	for verb, bytes := range b.Raw {
 		s.raw[strings.ToUpper(verb)] = bytes
@@ -157,6 +160,13 @@ func (s *Server) Count(verb string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counts[strings.ToUpper(verb)]
+}
+
+// Peers returns how many connections came from each client IP address.
+func (s *Server) Peers() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.peers)
 }
 
 // Sessions returns how many connections were accepted.
@@ -233,6 +243,9 @@ func (s *Server) accept() {
 		}
 		s.conns[c] = struct{}{}
 		s.sessions++
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			s.peers[ta.IP.String()]++
+		}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serve(c)
