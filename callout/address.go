@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Limits from RFC 5321 section 4.5.3.1.
@@ -29,9 +34,13 @@ type Address struct {
 // ParseAddress validates s, a recipient in Postfix's internal form
 // ("john doe@example.com" for the external "\"john doe\"@example.com").
 // It splits at the last '@'. The local part may hold any printable ASCII
-// character (it is quoted on the wire when it is not a dot-atom); the domain
-// must be a host name or an address literal. Control characters, non-ASCII
-// octets and over-long addresses are refused.
+// character (it is quoted on the wire when it is not a dot-atom), and
+// printable UTF-8 in Unicode's NFC form (RFC 6531: such an address is
+// asked only of a server that announces SMTPUTF8). The domain must be a
+// host name, in ASCII or with U-labels (bücher.example, which becomes its
+// A-label form xn--bcher-kva.example: one spelling for matching, caching
+// and the wire), or an address literal. Control characters, invalid
+// UTF-8, other normalisation forms and over-long addresses are refused.
 func ParseAddress(s string) (Address, error) {
 	at := strings.LastIndexByte(s, '@')
 	if at < 0 {
@@ -41,10 +50,18 @@ func ParseAddress(s string) (Address, error) {
 	if a.Local == "" {
 		return Address{}, fmt.Errorf("%w: empty local part", ErrInvalidAddress)
 	}
-	for i := 0; i < len(a.Local); i++ {
-		if c := a.Local[i]; c < 0x20 || c > 0x7e {
-			return Address{}, fmt.Errorf("%w: local part has byte %#02x", ErrInvalidAddress, c)
+	if err := checkLocal(a.Local); err != nil {
+		return Address{}, err
+	}
+	if !isASCII(a.Domain) {
+		if !utf8.ValidString(a.Domain) {
+			return Address{}, fmt.Errorf("%w: domain is not valid UTF-8", ErrInvalidAddress)
 		}
+		d, err := ToASCII(a.Domain)
+		if err != nil {
+			return Address{}, fmt.Errorf("%w: domain %q: %w", ErrInvalidAddress, a.Domain, err)
+		}
+		a.Domain = d
 	}
 	if err := checkDomain(a.Domain); err != nil {
 		return Address{}, err
@@ -58,6 +75,60 @@ func ParseAddress(s string) (Address, error) {
 	}
 	return a, nil
 }
+
+// checkLocal accepts printable ASCII, and printable UTF-8 in NFC.
+func checkLocal(l string) error {
+	for i := 0; i < len(l); i++ {
+		if c := l[i]; c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%w: local part has byte %#02x", ErrInvalidAddress, c)
+		}
+	}
+	if isASCII(l) {
+		return nil
+	}
+	if !utf8.ValidString(l) {
+		return fmt.Errorf("%w: local part is not valid UTF-8", ErrInvalidAddress)
+	}
+	for _, r := range l {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return fmt.Errorf("%w: local part has character %U", ErrInvalidAddress, r)
+		}
+	}
+	if !norm.NFC.IsNormalString(l) {
+		// The same mailbox could be spelled in several byte sequences:
+		// refused rather than asked (and cached) under each.
+		return fmt.Errorf("%w: local part is not in Unicode NFC form", ErrInvalidAddress)
+	}
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// ToASCII returns a domain (or a route's ".domain") with its U-labels as
+// A-labels, lower case, as DNS lookups use it (IDNA2008, UTS #46 lookup
+// profile).
+func ToASCII(domain string) (string, error) {
+	dot := strings.HasPrefix(domain, ".")
+	d, err := idna.Lookup.ToASCII(strings.TrimPrefix(domain, "."))
+	if err != nil {
+		return "", err
+	}
+	if dot {
+		d = "." + d
+	}
+	return d, nil
+}
+
+// UTF8 tells whether the address needs SMTPUTF8: its local part is not
+// ASCII (a domain is always in A-labels).
+func (a Address) UTF8() bool { return !isASCII(a.Local) }
 
 // String returns the address in internal form.
 func (a Address) String() string { return a.Local + "@" + a.Domain }
@@ -86,9 +157,11 @@ func (a Address) wireLocal() string {
 }
 
 // isAtext reports whether c is an atext character (RFC 5322 3.2.3).
+// isAtext: RFC 5322 atext, and RFC 6531's UTF8-non-ascii (the octets of
+// a multi-byte character, already checked by ParseAddress).
 func isAtext(c byte) bool {
 	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c >= utf8.RuneSelf:
 		return true
 	}
 	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 	"testing"
 )
 
@@ -65,6 +66,11 @@ func TestParseAddress(t *testing.T) {
 		{"IPv6 tag any case", "bob@[ipv6:2001:db8::1]", "bob", "[ipv6:2001:db8::1]", "bob@[ipv6:2001:db8::1]"},
 		{"IPv4-mapped IPv6 literal", "bob@[IPv6:::ffff:192.0.2.1]", "bob", "[IPv6:::ffff:192.0.2.1]", "bob@[IPv6:::ffff:192.0.2.1]"},
 		{"single label", "root@localhost", "root", "localhost", "root@localhost"},
+		{"UTF-8 local part (NFC)", "jöhn@example.test", "jöhn", "example.test", "jöhn@example.test"},
+		{"UTF-8 local part, dot-atom", "用户.名@example.test", "用户.名", "example.test", "用户.名@example.test"},
+		{"U-label domain", "bob@bücher.example", "bob", "xn--bcher-kva.example", "bob@xn--bcher-kva.example"},
+		{"U-label domain, capitals", "bob@BÜCHER.Example", "bob", "xn--bcher-kva.example", "bob@xn--bcher-kva.example"},
+		{"A-label domain kept", "bob@xn--bcher-kva.example", "bob", "xn--bcher-kva.example", "bob@xn--bcher-kva.example"},
 		{"digit labels", "bob@123.example", "bob", "123.example", "bob@123.example"},
 		{"inner hyphens", "bob@a--b.example", "bob", "a--b.example", "bob@a--b.example"},
 		{"label of 63", "bob@" + label(63) + ".test", "bob", label(63) + ".test", "bob@" + label(63) + ".test"},
@@ -81,8 +87,12 @@ func TestParseAddress(t *testing.T) {
 		{"NUL", "bo\x00b@example.test", "", "", ""},
 		{"tab", "bo\tb@example.test", "", "", ""},
 		{"DEL", "bo\x7fb@example.test", "", "", ""},
-		{"non-ASCII local part", "jöhn@example.test", "", "", ""},
-		{"non-ASCII domain", "bob@exämple.test", "", "", ""},
+		{"invalid UTF-8 local part", "j\xffhn@example.test", "", "", ""},
+		{"decomposed (NFD) local part", "jo\u0308hn@example.test", "", "", ""},
+		{"C1 control in local part", "jo\u0085hn@example.test", "", "", ""},
+		{"bidi control in local part", "jo\u202ehn@example.test", "", "", ""},
+		{"invalid IDN domain", "bob@ex\u00e4mple--.test", "", "", ""},
+		{"invalid UTF-8 domain", "bob@ex\xffmple.test", "", "", ""},
 		{"Latin-1 octet", "j\xf6hn@example.test", "", "", ""},
 		{"space in domain", "bob@exa mple.test", "", "", ""},
 		{"underscore in domain", "bob@exa_mple.test", "", "", ""},
@@ -129,8 +139,8 @@ func TestParseAddress(t *testing.T) {
 			if got := a.Wire(); got != tc.wire {
 				t.Errorf("Wire() = %s, want %s", got, tc.wire)
 			}
-			if got := a.String(); got != tc.in {
-				t.Errorf("String() = %q, want %q", got, tc.in)
+			if got, want := a.String(), tc.local+"@"+tc.dom; got != want {
+				t.Errorf("String() = %q, want %q", got, want)
 			}
 			checkWire(t, a)
 		})
@@ -216,7 +226,9 @@ func checkWire(t testing.TB, a Address) {
 	quoted, escaped := false, false
 	for i := 0; i < len(w); i++ {
 		c := w[i]
-		if c < 0x20 || c >= 0x7f {
+		// UTF-8 only in an address that needs SMTPUTF8 (RFC 6531), and
+		// never a control character: nothing can end the command line.
+		if c < 0x20 || c == 0x7f || c >= 0x80 && !a.UTF8() {
 			t.Fatalf("Wire() = %q has byte %#02x at %d", w, c, i)
 		}
 		switch {
@@ -239,6 +251,9 @@ func checkWire(t testing.TB, a Address) {
 	}
 	if local != a.Local || domain != a.Domain {
 		t.Fatalf("Wire() = %q reads as %q @ %q, want %q @ %q", w, local, domain, a.Local, a.Domain)
+	}
+	if !utf8.ValidString(w) {
+		t.Fatalf("Wire() = %q is not valid UTF-8", w)
 	}
 	if len(w) > MaxPathLength {
 		t.Fatalf("Wire() = %q is %d octets, limit %d", w, len(w), MaxPathLength)
@@ -279,7 +294,7 @@ func parseMailbox(s string) (local, domain string, err error) {
 				b.WriteByte(s[i])
 				continue
 			}
-			if c < 32 || c > 126 { // qtextSMTP = %d32-33 / %d35-91 / %d93-126
+			if c < 32 || c == 127 { // qtextSMTP = %d32-33 / %d35-91 / %d93-126 / UTF8-non-ascii
 				return "", "", fmt.Errorf("bad qtext %#02x at %d", c, i)
 			}
 			b.WriteByte(c)
@@ -336,6 +351,7 @@ func FuzzParseAddress(f *testing.F) {
 		"a@b@example.com", ".bob@example.test", "bob@[192.0.2.1]", "bob@[IPv6:2001:db8::1]",
 		"bob@example.test>\r\nDATA", "<a>@example.test", `"\"@x`, "bob@[IPv6:fe80::1%eth0]",
 		label(64) + "@" + domainOf(189), " @x", "\"<\\>\"@x.y",
+		"jöhn@bücher.example", "用户@例子.测试", "a\u0308@x.y", "j\xffhn@x.y", "\"jö hn\"@x.y",
 	} {
 		f.Add(s)
 	}

@@ -105,6 +105,9 @@ func (c *Client) Probe(ctx context.Context, r *Route, server string, rcpt Addres
 		return Result{}, err
 	}
 	defer s.Quit(ctx)
+	if err := s.canAsk(rcpt); err != nil {
+		return Result{}, err
+	}
 	if err := s.Mail(ctx, st.MailFrom); err != nil {
 		return Result{}, err
 	}

@@ -70,6 +70,8 @@ func (e *Error) Reason() string {
 		return "timeout"
 	case errors.Is(e.Err, ErrBreakerOpen):
 		return "breaker_open"
+	case errors.Is(e.Err, ErrNoSMTPUTF8):
+		return "no_smtputf8"
 	case e.Stage == StageConnect:
 		return "connect"
 	case errors.Is(e.Err, ErrMalformedReply):
@@ -79,3 +81,8 @@ func (e *Error) Reason() string {
 	}
 	return string(e.Stage)
 }
+
+// ErrNoSMTPUTF8: the recipient's local part is UTF-8 and the server does
+// not announce SMTPUTF8, so it cannot be asked (RFC 6531 3.2); nothing was
+// sent, and it says nothing about the recipient or the server's health.
+var ErrNoSMTPUTF8 = errors.New("server does not announce SMTPUTF8, needed for this UTF-8 address")

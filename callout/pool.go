@@ -271,6 +271,9 @@ func (p *Pool) Probe(ctx context.Context, r *Route, server string, rcpt Address)
 // the probe should be made again on a fresh session.
 func (p *Pool) ask(ctx context.Context, ps *pooledSession, st *Settings, server string, rcpt Address, fresh bool) (res Result, err error, again bool) {
 	s := ps.s
+	if err := s.canAsk(rcpt); err != nil {
+		return Result{}, err, false // the session stays fit
+	}
 	s.cmdTimeout = st.commandTimeout()
 	ps.used = time.Now()
 	if !ps.inTx {

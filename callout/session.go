@@ -103,7 +103,7 @@ func (s *Session) Hello(ctx context.Context, name string) error {
 // Mail starts a transaction with MAIL FROM:<from>. from is a mailbox in wire
 // form or "" for the null sender. Anything but 2xx is an *Error.
 func (s *Session) Mail(ctx context.Context, from string) error {
-	cmd := "MAIL FROM:<" + from + ">"
+	cmd := s.mailCmd(from)
 	rep, err := s.exchange(ctx, StageMail, cmd)
 	if err != nil {
 		return err
@@ -176,11 +176,30 @@ func (s *Session) exchange(ctx context.Context, stage Stage, cmd string) (Reply,
 	return reps[0], err
 }
 
+// mailCmd is MAIL FROM:<from>, with the SMTPUTF8 parameter when the
+// server announces it: a pooled transaction may then take any recipient,
+// UTF-8 or not (RFC 6531 3.4 lets a client use it whenever announced).
+func (s *Session) mailCmd(from string) string {
+	if hasKey(s.Extensions, "SMTPUTF8") {
+		return "MAIL FROM:<" + from + "> SMTPUTF8"
+	}
+	return "MAIL FROM:<" + from + ">"
+}
+
+// canAsk tells whether rcpt may be asked on this session: a UTF-8 address
+// only of a server that announces SMTPUTF8.
+func (s *Session) canAsk(rcpt Address) error {
+	if rcpt.UTF8() && !hasKey(s.Extensions, "SMTPUTF8") {
+		return &Error{Server: s.server, Stage: StageRcpt, Err: ErrNoSMTPUTF8}
+	}
+	return nil
+}
+
 // mailRcpt pipelines MAIL FROM and RCPT TO in one write (RFC 2920) and
 // reads both replies. mailErr is MAIL's refusal (RCPT's reply then means
 // nothing); err is a failure to talk at all.
 func (s *Session) mailRcpt(ctx context.Context, from string, rcpt Address) (rep Reply, mailErr, err error) {
-	mail := "MAIL FROM:<" + from + ">"
+	mail := s.mailCmd(from)
 	var reps [2]Reply
 	if err := s.exchangeMany(ctx, StageMail, reps[:], mail, "RCPT TO:<"+rcpt.Wire()+">"); err != nil {
 		return Reply{}, nil, err

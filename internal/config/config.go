@@ -371,6 +371,9 @@ func (c *Config) validate() error {
 		}
 		for j, d := range r.Domains {
 			d = strings.ToLower(strings.TrimSuffix(d, "."))
+			if a, err := callout.ToASCII(d); err == nil {
+				d = a // bücher.example is matched as xn--bcher-kva.example
+			}
 			if err := callout.CheckHostname(strings.TrimPrefix(d, ".")); err != nil {
 				return keyError(fmt.Sprintf("%s.domains[%d]", key, j), "%q: %v", r.Domains[j], err)
 			}

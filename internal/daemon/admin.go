@@ -51,6 +51,9 @@ func AddressKey(addr string) (string, error) {
 // its own verdicts, not its subdomains'.
 func CheckDomain(domain string) (string, error) {
 	domain = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(domain, "@"), "."))
+	if a, err := callout.ToASCII(domain); err == nil {
+		domain = a
+	}
 	if err := callout.CheckHostname(domain); err != nil {
 		return "", fmt.Errorf("domain %q: %w", domain, err)
 	}

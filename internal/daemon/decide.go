@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -93,7 +94,9 @@ func Decide(v callout.Verdict, e *cache.Entry, cached bool, p *Policy) policyd.A
 			return policyd.DeferIfPermit(enhanced, policyd.StatusTempMailbox, text("Recipient temporarily unavailable"))
 		}
 	case callout.Unreachable:
-		if p.DeferUnreachable {
+		// No server could be asked about a UTF-8 address (none announces
+		// SMTPUTF8): not a sign of trouble, and not worth a retry.
+		if p.DeferUnreachable && e.Reason != ReasonNoSMTPUTF8 {
 			return policyd.DeferIfPermit(policyd.StatusNoAnswer, policyd.StatusNoAnswer, "Recipient verification unavailable, try again later"+suffix)
 		}
 	}
@@ -114,9 +117,16 @@ func replyText(r callout.Reply) string {
 	return t
 }
 
+// ReasonNoSMTPUTF8 is the reason of an unreachable verdict about a UTF-8
+// address no server could be asked about.
+const ReasonNoSMTPUTF8 = "no_smtputf8"
+
 // EntryOf records an outcome for the cache and for Decide.
 func EntryOf(o *callout.Outcome, now time.Time) cache.Entry {
 	e := cache.Entry{Verdict: o.Verdict.String(), Route: o.Route, Server: o.Server, Reason: o.Class.Reason, Verified: now}
+	if o.Verdict == callout.Unreachable && errors.Is(o.Err, callout.ErrNoSMTPUTF8) {
+		e.Reason = ReasonNoSMTPUTF8
+	}
 	if o.Reply.Code != 0 {
 		e.Code, e.Enhanced, e.Text = o.Reply.Code, o.Reply.Enhanced, replyText(o.Reply)
 	}

@@ -369,3 +369,63 @@ source_address = ["127.0.0.3"]
 		t.Errorf("backend saw connections from %v, want one from 127.0.0.2 and one from 127.0.0.3", got)
 	}
 }
+
+// Internationalised addresses: a U-label domain and its A-label share one
+// verdict; a UTF-8 local part is asked, with MAIL ... SMTPUTF8, only of a
+// server that announces SMTPUTF8; elsewhere it is DUNNO (never a 5xx or a
+// deferral: the backend could not be asked), counted by reason.
+func TestInternationalisedAddresses(t *testing.T) {
+	utf8Backend := smtptest.NewServer(t, smtptest.Behavior{
+		EHLO: "250-utf8.test\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 8BITMIME",
+		Rcpt: smtptest.Users("jöhn@xn--bcher-kva.example", "bob@xn--bcher-kva.example"),
+	})
+	asciiBackend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("bob@other.test")})
+	cfg := fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+unreachable_action = "defer"
+[[route]]
+name = "idn"
+domains = ["bücher.example"]
+servers = [%q]
+[[route]]
+name = "ascii"
+domains = ["other.test"]
+servers = [%q]
+`, utf8Backend.Addr(), asciiBackend.Addr())
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	for _, c := range []struct{ rcpt, want string }{
+		{"jöhn@bücher.example", "DUNNO"},
+		{"jöhn@xn--bcher-kva.example", "DUNNO"}, // the same mailbox: cached
+		{"JÖHN@BÜCHER.example", "DUNNO"},
+		{"bob@BÜCHER.EXAMPLE", "DUNNO"},
+		{"jöhn@other.test", "DUNNO"}, // the server lacks SMTPUTF8
+		{"bob@other.test", "DUNNO"},
+		{"nobody@other.test", unknownAnswer},
+		{"jo\u0308hn@bücher.example", "DUNNO"}, // not NFC: refused before any SMTP
+	} {
+		if got := p.askAs("203.0.113.9", "", c.rcpt); got != c.want {
+			t.Errorf("%q: %q, want %q", c.rcpt, got, c.want)
+		}
+	}
+	var lines []string
+	for _, l := range utf8Backend.Lines() {
+		if strings.HasPrefix(l, "MAIL") || strings.HasPrefix(l, "RCPT") {
+			lines = append(lines, l)
+		}
+	}
+	want := []string{"MAIL FROM:<> SMTPUTF8", "RCPT TO:<jöhn@xn--bcher-kva.example>", "RCPT TO:<bob@xn--bcher-kva.example>"}
+	if fmt.Sprint(lines) != fmt.Sprint(want) {
+		t.Errorf("SMTPUTF8 backend saw %q, want %q", lines, want)
+	}
+	for _, l := range asciiBackend.Lines() {
+		if strings.Contains(l, "ö") || strings.Contains(l, "SMTPUTF8") {
+			t.Errorf("backend without SMTPUTF8 got %q", l)
+		}
+	}
+	wantMetrics(t, td, `calloutd_backend_failures_total{reason="no_smtputf8",server="`+asciiBackend.Addr()+`"} 1`,
+		`calloutd_verdicts_total{source="callout",verdict="unreachable"} 1`)
+}
