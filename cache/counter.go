@@ -3,18 +3,22 @@ package cache
 import (
 	"container/heap"
 	"context"
+	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 )
 
-// Counter counts events per key in fixed windows: a key's window starts
-// at its first event and lasts the window given then; the count starts
-// again after it. (The directory-harvest limit counts unknown recipients
-// per client this way.)
+// Counter counts distinct members per key in fixed windows: a key's window
+// starts at its first member and lasts the window given then; the count
+// starts again after it. A member counted twice in a window counts once.
+// (The directory-harvest limit counts the distinct unknown recipients of
+// each client network this way: a mailing list that keeps writing to one
+// departed user is one unknown recipient, not twenty.)
 type Counter interface {
-	// Add counts one event for key and returns the count so far in its
-	// window and the time left in it.
-	Add(ctx context.Context, key string, window time.Duration) (n int64, left time.Duration, err error)
+	// Add counts member for key and returns the distinct members so far
+	// in its window and the time left in it.
+	Add(ctx context.Context, key, member string, window time.Duration) (n int64, left time.Duration, err error)
 	// Count returns key's count and the time left in its window (0, 0
 	// when it has none).
 	Count(ctx context.Context, key string) (n int64, left time.Duration, err error)
@@ -31,12 +35,18 @@ type MemoryCounter struct {
 	now  func() time.Time
 	keys map[string]counted
 	ends endHeap
+	seed maphash.Seed
 }
 
 type counted struct {
-	n     int64
-	until time.Time
+	members []uint64 // hashes of the distinct members, at most maxMembers
+	n       int64
+	until   time.Time
 }
+
+// maxMembers bounds the members remembered per key; beyond it every Add
+// counts (the limits counted against are far lower).
+const maxMembers = 1024
 
 type queued struct {
 	key   string
@@ -46,17 +56,23 @@ type queued struct {
 // NewMemoryCounter returns a MemoryCounter holding at most limit keys
 // (at least 1).
 func NewMemoryCounter(limit int) *MemoryCounter {
-	return &MemoryCounter{max: max(limit, 1), now: time.Now, keys: make(map[string]counted)}
+	return &MemoryCounter{max: max(limit, 1), now: time.Now, keys: make(map[string]counted), seed: maphash.MakeSeed()}
 }
 
 // Add implements Counter.
-func (c *MemoryCounter) Add(_ context.Context, key string, window time.Duration) (int64, time.Duration, error) {
+func (c *MemoryCounter) Add(_ context.Context, key, member string, window time.Duration) (int64, time.Duration, error) {
+	h := maphash.String(c.seed, member)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
 	if e, ok := c.keys[key]; ok && now.Before(e.until) {
-		e.n++
-		c.keys[key] = e
+		if !slices.Contains(e.members, h) {
+			if len(e.members) < maxMembers {
+				e.members = append(e.members, h)
+			}
+			e.n++
+			c.keys[key] = e
+		}
 		return e.n, e.until.Sub(now), nil
 	}
 	// Ended windows go first, then, while full, the one ending soonest.
@@ -67,7 +83,7 @@ func (c *MemoryCounter) Add(_ context.Context, key string, window time.Duration)
 		c.pop()
 	}
 	until := now.Add(window)
-	c.keys[key] = counted{n: 1, until: until}
+	c.keys[key] = counted{members: []uint64{h}, n: 1, until: until}
 	heap.Push(&c.ends, queued{key, until})
 	// Stale entries pile up only when keys begin new windows while old
 	// ends sit deeper in the heap; rebuild from the live keys then.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,10 +22,14 @@ var (
 	_ cache.Counter = (*cache.Redis)(nil)
 )
 
-// counterAdd calls Add and fails the test on an error.
+// memberSeq makes every counterAdd a new member.
+var memberSeq atomic.Int64
+
+// counterAdd calls Add with a member never used before, and fails the
+// test on an error.
 func counterAdd(t *testing.T, c cache.Counter, key string, window time.Duration) (int64, time.Duration) {
 	t.Helper()
-	n, left, err := c.Add(ctx, key, window)
+	n, left, err := c.Add(ctx, key, fmt.Sprintf("member%d@example.test", memberSeq.Add(1)), window)
 	if err != nil {
 		t.Fatalf("Add(%q, %v): %v", key, window, err)
 	}
@@ -231,13 +236,15 @@ func TestMemoryCounterConcurrent(t *testing.T) {
 	const workers, each = 8, 1000
 	c := cache.NewMemoryCounter(100)
 	seen := make([][]int64, workers)
+	// Beyond the members a key remembers, every Add counts: the count is
+	// still exact here because every member is new.
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range each {
-				n, _, err := c.Add(ctx, "203.0.113.0/24", time.Minute)
+			for i := range each {
+				n, _, err := c.Add(ctx, "203.0.113.0/24", fmt.Sprintf("w%d-%d@example.test", w, i), time.Minute)
 				if err != nil {
 					t.Error(err)
 					return
@@ -287,7 +294,7 @@ func TestRedisCounterKey(t *testing.T) {
 		}
 		wantLeft(t, fmt.Sprintf("Add #%d", want), left, window)
 	}
-	if v := srv.CLI("GET", "calloutd:"+key); v != "3" {
+	if v := srv.CLI("SCARD", "calloutd:"+key); v != "3" {
 		t.Errorf("GET calloutd:%s = %q, want 3", key, v)
 	}
 	if pttl, err := strconv.Atoi(srv.CLI("PTTL", "calloutd:"+key)); err != nil || pttl < 1 || pttl > int(window.Milliseconds()) {
@@ -329,7 +336,7 @@ func TestRedisCounterNoExpiry(t *testing.T) {
 	const window = 2 * time.Second
 	srv := redistest.Start(t)
 	s := newStore(t, cache.RedisOptions{Addrs: []string{srv.Addr()}})
-	srv.CLI("SET", "calloutd:harvest:k", "5")
+	srv.CLI("SADD", "calloutd:harvest:k", "a", "b", "c", "d", "e")
 	if n, left := counterCount(t, s, "harvest:k"); n != 5 || left != 0 {
 		t.Errorf("Count without expiry = %d, %v; want 5, 0", n, left)
 	}
@@ -366,18 +373,18 @@ func TestRedisCounterWindowEnds(t *testing.T) {
 func TestRedisCounterErrorReply(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStore(t, cache.RedisOptions{Addrs: []string{srv.Addr()}})
-	srv.CLI("SET", "calloutd:harvest:k", "not a number", "EX", "100")
-	if n, _, err := s.Add(ctx, "harvest:k", time.Minute); err == nil {
-		t.Errorf("Add on a non-integer = %d, nil; want an error", n)
+	srv.CLI("SET", "calloutd:harvest:k", "not a set", "EX", "100")
+	if n, _, err := s.Add(ctx, "harvest:k", "m", time.Minute); err == nil {
+		t.Errorf("Add on a string key = %d, nil; want an error", n)
 	}
 	if n, _, err := s.Count(ctx, "harvest:k"); err == nil {
-		t.Errorf("Count on a non-integer = %d, nil; want an error", n)
+		t.Errorf("Count on a string key = %d, nil; want an error", n)
 	}
 	if !s.Up() {
 		t.Error("an error reply marked Redis down")
 	}
-	if got := s.errs.get("count"); got != 1 {
-		t.Errorf("%d count errors reported, want 1 (Add's error reply)", got)
+	if got := s.errs.get("count"); got != 2 {
+		t.Errorf("%d count errors reported, want 2 (Add's and Count's error replies)", got)
 	}
 }
 
@@ -415,7 +422,7 @@ func TestRedisCounterDownAndBack(t *testing.T) {
 	if n, _ := counterAdd(t, s, "harvest:k", window); n != 1 {
 		t.Errorf("Add after Redis returned = %d, want 1 (counted in Redis)", n)
 	}
-	if v := srv.CLI("GET", "calloutd:harvest:k"); v != "1" {
+	if v := srv.CLI("SCARD", "calloutd:harvest:k"); v != "1" {
 		t.Errorf("GET after Redis returned = %q, want 1", v)
 	}
 	if n, _ := counterCount(t, s, "harvest:k"); n != 1 {
@@ -444,7 +451,7 @@ func TestRedisCounterCluster(t *testing.T) {
 				t.Errorf("%s: Add #%d = %d", k, want, n)
 			}
 		}
-		if v := node.CLI("GET", "calloutd:"+k); v != "2" {
+		if v := node.CLI("SCARD", "calloutd:"+k); v != "2" {
 			t.Errorf("%s: GET on its master %s = %q, want 2", k, node.Addr(), v)
 		}
 		n, left := counterCount(t, s, k)
@@ -455,5 +462,25 @@ func TestRedisCounterCluster(t *testing.T) {
 	}
 	if got := s.errs.get("count"); got != 0 {
 		t.Errorf("%d count errors reported", got)
+	}
+}
+
+// A member counted again in its window counts once: a sender writing to
+// one unknown address again and again is one unknown recipient.
+func TestCounterDistinctMembers(t *testing.T) {
+	srv := redistest.Start(t)
+	for name, c := range map[string]cache.Counter{
+		"memory": cache.NewMemoryCounter(10),
+		"redis":  newStore(t, cache.RedisOptions{Addrs: []string{srv.Addr()}}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			for i, m := range []string{"a@x", "b@x", "a@x", "a@x", "c@x", "b@x"} {
+				n, _, err := c.Add(ctx, "harvest:d", m, time.Minute)
+				want := []int64{1, 2, 2, 2, 3, 3}[i]
+				if err != nil || n != want {
+					t.Errorf("Add #%d (%s) = %d, %v; want %d", i+1, m, n, err, want)
+				}
+			}
+		})
 	}
 }

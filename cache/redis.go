@@ -141,7 +141,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		near:        NewMemory(o.LocalEntries),
 		own:         NewMemory(o.LocalEntries),
 		fallback:    NewMemory(o.LocalEntries),
-		counters:    NewMemoryCounter(o.LocalEntries),
+		counters:    NewMemoryCounter(100_000),
 		probe:       make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 		waiters:     make(map[string][]chan struct{}),

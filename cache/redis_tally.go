@@ -18,6 +18,9 @@ import (
 
 // AddDistinct implements Tally.
 func (s *Redis) AddDistinct(ctx context.Context, key string, members []string, ttl time.Duration) error {
+	if !s.up.Load() {
+		return errTallyDown
+	}
 	if len(members) == 0 {
 		return nil
 	}
@@ -45,6 +48,9 @@ func (s *Redis) CountDistinct(ctx context.Context, keys []string) (int64, error)
 
 // AddCount implements Tally.
 func (s *Redis) AddCount(ctx context.Context, key string, n int64, ttl time.Duration) error {
+	if !s.up.Load() {
+		return errTallyDown
+	}
 	k := s.o.KeyPrefix + key
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.IncrBy(ctx, k, n)
@@ -88,11 +94,17 @@ func (s *Redis) prefixed(keys []string) []string {
 
 // tallyErr counts and wraps a failed tally call. Counts are not kept in
 // memory while Redis is away: they are statistics, and a node's partial
-// figures merged later would count twice.
-func (s *Redis) tallyErr(ctx context.Context, err error) error {
+// figures merged later would count twice. A failed tally call does not
+// mark Redis down (only verdict calls do): a slow PFADD must not take the
+// verdict store away.
+func (s *Redis) tallyErr(_ context.Context, err error) error {
 	if err == nil || errors.Is(err, redis.Nil) {
 		return nil
 	}
-	s.fail(ctx, "tally", err)
+	s.o.OnError("tally")
 	return fmt.Errorf("redis: %w", err)
 }
+
+// errTallyDown: Redis is known to be unreachable; tally calls are not
+// tried until it is back.
+var errTallyDown = errors.New("redis: unreachable, licence count not written")

@@ -18,6 +18,9 @@ const (
 	StageHello    Stage = "hello"
 	StageMail     Stage = "mail"
 	StageRcpt     Stage = "rcpt"
+	// A directory (LDAP) server: binding, or searching.
+	StageBind   Stage = "ldap_bind"
+	StageSearch Stage = "ldap_search"
 )
 
 // Error is what went wrong talking to one backend server: the stage, the
@@ -74,6 +77,8 @@ func (e *Error) Reason() string {
 		return "no_smtputf8"
 	case e.Stage == StageConnect:
 		return "connect"
+	case e.Stage == StageBind || e.Stage == StageSearch:
+		return string(e.Stage)
 	case errors.Is(e.Err, ErrMalformedReply):
 		return "protocol"
 	case e.Reply == nil:

@@ -22,6 +22,23 @@ type Route struct {
 	Servers []string
 	// Settings are how the servers are asked; nil for the prober's own.
 	Settings *Settings
+	// Prober, when set, asks this route's servers instead of the one
+	// the Verifier was given (a directory instead of SMTP); PerRoute
+	// dispatches to it.
+	Prober Prober
+}
+
+// PerRoute is a Prober that asks a route's own Prober when it has one,
+// and Default otherwise: one Breaker in front of it covers every kind of
+// server.
+type PerRoute struct{ Default Prober }
+
+// Probe implements Prober.
+func (p PerRoute) Probe(ctx context.Context, r *Route, server string, rcpt Address) (Result, error) {
+	if r != nil && r.Prober != nil {
+		return r.Prober.Probe(ctx, r, server, rcpt)
+	}
+	return p.Default.Probe(ctx, r, server, rcpt)
 }
 
 // Attempt records one probe of one server.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/callout/directory"
 )
 
 // DefaultPath is where serve looks without -config.
@@ -147,6 +149,19 @@ type Route struct {
 	Name    string   `toml:"name"` // default "route[N]"
 	Domains []string `toml:"domains"`
 	Servers []string `toml:"servers"`
+	// Kind: "smtp" (the servers are asked by callout) or "ldap" (a
+	// directory is searched; no servers).
+	Kind string `toml:"kind"`
+
+	// The directory of an LDAP route.
+	LDAPURLs         []string  `toml:"ldap_urls"` // ldap:// or ldaps://, tried in order
+	LDAPStartTLS     bool      `toml:"ldap_starttls"`
+	LDAPCAFile       string    `toml:"ldap_ca_file"` // "" = the system's CAs
+	LDAPBindDN       string    `toml:"ldap_bind_dn"`
+	LDAPBindPassword string    `toml:"ldap_bind_password"` // "" = env CALLOUTD_LDAP_PASSWORD_<NAME>
+	LDAPBaseDN       string    `toml:"ldap_base_dn"`
+	LDAPFilter       string    `toml:"ldap_filter"` // %s = the address, escaped (RFC 4515)
+	LDAPTimeout      *Duration `toml:"ldap_timeout"`
 
 	HeloName           *string   `toml:"helo_name"`
 	MailFrom           *string   `toml:"mail_from"`
@@ -379,7 +394,17 @@ func (c *Config) validate() error {
 			}
 			r.Domains[j] = d
 		}
-		if len(r.Servers) == 0 && (r.Callout == nil || *r.Callout) {
+		switch r.Kind {
+		case "", "smtp":
+			r.Kind = "smtp"
+		case "ldap":
+			if err := r.validateLDAP(key); err != nil {
+				return err
+			}
+		default:
+			return keyError(key+".kind", "%q is not one of smtp, ldap", r.Kind)
+		}
+		if len(r.Servers) == 0 && r.Kind == "smtp" && (r.Callout == nil || *r.Callout) {
 			return keyError(key+".servers", "must not be empty (unless callout = false)")
 		}
 		if r.Callout != nil && !*r.Callout && r.RecipientsFile == "" {
@@ -398,6 +423,65 @@ func (c *Config) validate() error {
 		if err := c.Resolve(key, r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// LDAPPasswordEnv is the environment variable that supplies an LDAP
+// route's ldap_bind_password when the file leaves it empty.
+func LDAPPasswordEnv(route string) string {
+	b := []byte(strings.ToUpper(route))
+	for i, c := range b {
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return "CALLOUTD_LDAP_PASSWORD_" + string(b)
+}
+
+func (r *Route) validateLDAP(key string) error {
+	if len(r.Servers) > 0 {
+		return keyError(key+".servers", "an LDAP route has ldap_urls, not servers")
+	}
+	if len(r.LDAPURLs) == 0 {
+		return keyError(key+".ldap_urls", "must not be empty for kind = \"ldap\"")
+	}
+	for i, s := range r.LDAPURLs {
+		u, err := url.Parse(s)
+		if err == nil && (u.Scheme != "ldap" && u.Scheme != "ldaps" || u.Hostname() == "" || u.Path != "" && u.Path != "/" || u.RawQuery != "") {
+			err = errors.New("want ldap://host[:port] or ldaps://host[:port]")
+		}
+		if err != nil {
+			return keyError(fmt.Sprintf("%s.ldap_urls[%d]", key, i), "%q: %v", s, err)
+		}
+		r.LDAPURLs[i] = u.Scheme + "://" + u.Host
+	}
+	if r.LDAPBaseDN == "" {
+		return keyError(key+".ldap_base_dn", "must not be empty")
+	}
+	if r.LDAPFilter == "" {
+		r.LDAPFilter = "(mail=%s)"
+	}
+	if err := directory.CheckFilter(r.LDAPFilter); err != nil {
+		return keyError(key+".ldap_filter", "%q: %v", r.LDAPFilter, err)
+	}
+	if r.LDAPTimeout == nil {
+		d := Duration(3 * time.Second)
+		r.LDAPTimeout = &d
+	}
+	if *r.LDAPTimeout <= 0 || *r.LDAPTimeout > Duration(time.Minute) {
+		return keyError(key+".ldap_timeout", "%s: must be above 0 and at most 1m", r.LDAPTimeout.D())
+	}
+	if r.LDAPCAFile != "" {
+		if _, err := os.ReadFile(r.LDAPCAFile); err != nil {
+			return keyError(key+".ldap_ca_file", "%v", err)
+		}
+	}
+	if r.LDAPBindPassword == "" && r.LDAPBindDN != "" {
+		r.LDAPBindPassword = os.Getenv(LDAPPasswordEnv(r.Name))
+	}
+	if r.Callout != nil && !*r.Callout {
+		return keyError(key+".callout", "false makes no sense on an LDAP route (it asks no SMTP server anyway)")
 	}
 	return nil
 }
@@ -633,6 +717,15 @@ func (p *Policy) validate() error {
 			// A bare address is a network of one.
 			if a, aerr := netip.ParseAddr(n); aerr == nil {
 				pfx, err = a.Prefix(a.BitLen())
+			}
+		}
+		if err == nil && pfx.Addr().Is4In6() {
+			// ::ffff:10.0.0.0/104, as dual-stack Postfix logs write it:
+			// clients are matched unmapped, so is the network.
+			if pfx.Bits() < 96 {
+				err = errors.New("an IPv4-mapped network must be /96 or longer")
+			} else {
+				pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 			}
 		}
 		if err != nil {

@@ -66,7 +66,7 @@ func TestExampleConfig(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(%s):\ngot  %+v\nwant %+v", example, got, want)
 	}
-	if len(routes) != 2 || routes[0].Name != "mailstore" || routes[1].Name != "legacy" {
+	if len(routes) != 3 || routes[0].Name != "mailstore" || routes[1].Name != "legacy" || routes[2].Name != "directory" || routes[2].Kind != "ldap" {
 		t.Fatalf("routes: %+v", routes)
 	}
 	// The first route takes every setting from [callout] and [cache].
@@ -459,9 +459,10 @@ func TestRouteNormalisation(t *testing.T) {
 			Name:    "mailstore",
 			Domains: []string{"example.com", ".sub.example.com"},
 			Servers: []string{"10.0.0.5:25", "mx2.internal:2525", "[2001:db8::5]:25", "[2001:db8::6]:25", "[2001:db8::7]:25"},
+			Kind:    "smtp",
 		},
-		{Name: "route[1]", Domains: []string{"example.org"}, Servers: []string{"MX.example.org:25"}},
-		{Name: "route[2]", Domains: []string{"example.net"}, Servers: []string{"127.0.0.1:2526"}},
+		{Name: "route[1]", Domains: []string{"example.org"}, Servers: []string{"MX.example.org:25"}, Kind: "smtp"},
+		{Name: "route[2]", Domains: []string{"example.net"}, Servers: []string{"127.0.0.1:2526"}, Kind: "smtp"},
 	}
 	for i := range c.Routes {
 		c.Routes[i].Effective = Effective{} // TestRouteSettings checks it

@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/policyd"
 )
@@ -82,8 +84,8 @@ const maxLimited = 100_000
 // known here to be over it costs no store call; otherwise its count is
 // read (with Redis, the count all nodes share). A store that cannot be
 // asked limits no one.
-func (h *Handler) harvestLimited(ctx context.Context, g *gate, client netip.Addr, timeout time.Duration) bool {
-	if g.maxUnknown == 0 || !client.IsValid() {
+func (h *Handler) harvestLimited(ctx context.Context, g *gate, client netip.Addr, rcpt callout.Address, timeout time.Duration) bool {
+	if g.maxUnknown == 0 || !client.IsValid() || exempt(rcpt) {
 		return false
 	}
 	key := g.harvestKey(client)
@@ -98,22 +100,38 @@ func (h *Handler) harvestLimited(ctx context.Context, g *gate, client netip.Addr
 		return false
 	}
 	if n >= g.maxUnknown && left > 0 {
-		_, _, _ = h.limited.Add(ctx, key, left)
+		h.remember(ctx, key, left)
 		return true
 	}
 	return false
 }
 
-// countUnknown counts an unknown verdict against the client; the one
-// that reaches the limit is logged (once per client per window, across
-// nodes with Redis: only one INCR returns the limit).
-func (h *Handler) countUnknown(ctx context.Context, g *gate, client netip.Addr, req *policyd.Request, dry bool, timeout time.Duration) {
-	if g.maxUnknown == 0 || !client.IsValid() {
+// limitedMemo bounds how long this node answers a limited client from its
+// own memory: an admin's redis-cli DEL, or a reload that raises
+// max_unknown, frees the client within it.
+const limitedMemo = 2 * time.Second
+
+func (h *Handler) remember(ctx context.Context, key string, left time.Duration) {
+	_, _, _ = h.limited.Add(ctx, key, "", min(left, limitedMemo))
+}
+
+// countUnknown counts an unknown recipient (its cache key) against the
+// client; the one that reaches the limit is logged (once per client per
+// window, across nodes with Redis: only one SADD reaches the limit). A
+// dry run's unknown recipients are not counted: verdicts the admin does
+// not trust yet must not refuse mail for other routes. It waits at most
+// timeout, and never past deadline.
+func (h *Handler) countUnknown(ctx context.Context, g *gate, client netip.Addr, req *policyd.Request, rcptKey string,
+	dry bool, timeout time.Duration, deadline time.Time) {
+	if g.maxUnknown == 0 || !client.IsValid() || dry {
 		return
 	}
 	key := g.harvestKey(client)
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	n, left, err := h.counter.Add(cctx, key, g.window)
+	if d := h.now().Add(timeout); d.Before(deadline) {
+		deadline = d
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	n, left, err := h.counter.Add(cctx, key, rcptKey, g.window)
 	cancel()
 	if err != nil {
 		h.obs.CacheError("count")
@@ -122,17 +140,18 @@ func (h *Handler) countUnknown(ctx context.Context, g *gate, client netip.Addr, 
 	if n < g.maxUnknown {
 		return
 	}
-	_, _, _ = h.limited.Add(ctx, key, left)
+	h.remember(ctx, key, left)
 	if n == g.maxUnknown {
 		h.obs.HarvestLimited()
-		attrs := []slog.Attr{slog.String("client", req.ClientAddress), slog.String("network", key[len("harvest:"):]),
-			slog.Int64("unknown", n), slog.Duration("for", left.Round(time.Second))}
-		if dry {
-			attrs = append(attrs, slog.Bool("dry_run", true))
-		}
-		h.log.LogAttrs(ctx, slog.LevelWarn, "client reached the harvest limit; its further recipients are refused without a callout", attrs...)
+		h.log.LogAttrs(ctx, slog.LevelWarn, "client reached the harvest limit; its further recipients are refused without a callout",
+			slog.String("client", req.ClientAddress), slog.String("network", key[len("harvest:"):]),
+			slog.Int64("unknown", n), slog.Duration("for", left.Round(time.Second)))
 	}
 }
+
+// exempt: postmaster must always be reachable (RFC 5321 4.5.1), also by
+// a client over the harvest limit.
+func exempt(rcpt callout.Address) bool { return strings.EqualFold(rcpt.Local, "postmaster") }
 
 // newLimited is the memory of clients over the harvest limit.
 func newLimited() *cache.MemoryCounter { return cache.NewMemoryCounter(maxLimited) }

@@ -173,12 +173,36 @@ ipv6_prefix = 64`, quoted(backend.Addr())))
 	ask("2001:db8:1:2:ffff::3", "v6c@example.test", unknownAnswer)
 	ask("2001:db8:1:2::abcd", "alice@example.test", limited)
 	ask("2001:db8:1:3::1", "alice@example.test", "DUNNO")
+	ask("203.0.113.9", "postmaster@example.test", unknownAnswer) // RFC 5321: always reachable
+
+	// The same unknown address again is not another unknown recipient.
+	ask("203.0.113.20", "departed@example.test", unknownAnswer)
+	for range 5 {
+		ask("203.0.113.20", "departed@example.test", unknownAnswer+cachedSuffix)
+	}
+	ask("203.0.113.20", "alice@example.test", "DUNNO")
 
 	// Trusted clients are never counted nor limited.
 	for i := range 5 {
 		ask("198.51.100.1", fmt.Sprintf("guess%d@example.test", i), "DUNNO")
 	}
 	wantMetrics(t, td, `calloutd_harvest_rejected_total 3`, `calloutd_harvest_clients_limited_total 2`)
+
+	// A dry-run route's unknown recipients count nothing: they must not
+	// get mail for an enforced route refused.
+	td3 := startDaemon(t, gatewayConfig("[harvest]\nmax_unknown = 2", quoted(backend.Addr()))+fmt.Sprintf(`dry_run = true
+[[route]]
+name = "enforced"
+domains = ["other.test"]
+servers = [%q]
+`, backend.Addr()))
+	p3 := dialPolicy(t, td3.policy)
+	for i := range 4 {
+		p3.askAs("203.0.113.9", "", fmt.Sprintf("dry%d@example.test", i))
+	}
+	if got := p3.askAs("203.0.113.9", "", "x@other.test"); got != unknownAnswer {
+		t.Errorf("enforced route after 4 unknowns on a dry-run route: %q, want %q (not the harvest limit)", got, unknownAnswer)
+	}
 
 	// action = "defer"
 	td2 := startDaemon(t, gatewayConfig("[harvest]\nmax_unknown = 1\naction = \"defer\"", quoted(backend.Addr())))
@@ -206,12 +230,21 @@ func TestHarvestLimitAcrossNodes(t *testing.T) {
 			t.Errorf("after 3 unknowns on two nodes: %q, want %q", got, want)
 		}
 	}
-	if got := srv.CLI("GET", "calloutd:harvest:203.0.113.9/32"); strings.TrimSpace(got) != "3" {
-		t.Errorf("GET calloutd:harvest:203.0.113.9/32 = %q, want 3", got)
+	if got := srv.CLI("SCARD", "calloutd:harvest:203.0.113.9/32"); strings.TrimSpace(got) != "3" {
+		t.Errorf("SCARD calloutd:harvest:203.0.113.9/32 = %q, want 3", got)
 	}
 	var ttl int
 	if _, err := fmt.Sscan(srv.CLI("TTL", "calloutd:harvest:203.0.113.9/32"), &ttl); err != nil || ttl <= 0 || ttl > 600 {
 		t.Errorf("TTL of the count = %d (%v), want within the 10m window", ttl, err)
+	}
+	// An admin releases the client: within limitedMemo every node lets
+	// it through again.
+	srv.CLI("DEL", "calloutd:harvest:203.0.113.9/32")
+	time.Sleep(limitedMemo + 100*time.Millisecond)
+	for _, p := range []*policyConn{a, b} {
+		if got := p.askAs("203.0.113.9", "", "alice@example.test"); got != "DUNNO" {
+			t.Errorf("after redis-cli DEL: %q, want DUNNO", got)
+		}
 	}
 }
 

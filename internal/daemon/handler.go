@@ -17,6 +17,7 @@ import (
 
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/callout/directory"
 	"github.com/calloutd/calloutd/policyd"
 )
 
@@ -181,21 +182,17 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	deadline := start.Add(budget)
 	ctimeout := cacheTimeout(budget)
 
-	if h.harvestLimited(ctx, &rt.gate, client, ctimeout) {
+	if !first.DryRun && h.harvestLimited(ctx, &rt.gate, client, rcpt, ctimeout) {
 		h.obs.HarvestRejected()
-		a, dry := Send(HarvestAction(rt.gate.deferIt), first)
-		if dry {
-			h.obs.DryRunWouldReject(routes[0].Name)
-		}
-		return a
+		return HarvestAction(rt.gate.deferIt)
 	}
 	if rt.lists {
 		rest, route, listed := rt.Listed(rcpt, routes)
 		switch {
 		case listed:
-			return h.fromList(ctx, req, rt, client, key, callout.Valid, route, start, ctimeout)
+			return h.fromList(ctx, req, rt, client, key, callout.Valid, route, start, deadline, ctimeout)
 		case len(rest) == 0:
-			return h.fromList(ctx, req, rt, client, key, callout.Unknown, route, start, ctimeout)
+			return h.fromList(ctx, req, rt, client, key, callout.Unknown, route, start, deadline, ctimeout)
 		}
 		routes = rest
 	}
@@ -220,14 +217,14 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 			if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
 				h.refresh(req.Recipient, key, rcpt, routes, rt, fp, e.Verified)
 			}
-			h.stats.record(rt.names.of(rcptDomain(key)), key, v, false)
+			h.stats.record(rt, key, v, false)
 			action := Decide(v, &e, true, p)
 			if v == callout.Unknown {
-				h.countUnknown(ctx, &rt.gate, client, req, p.DryRun, ctimeout)
+				h.countUnknown(ctx, &rt.gate, client, req, key, p.DryRun, ctimeout, deadline)
 			}
 			sent, dry := Send(action, p)
 			if dry {
-				h.obs.DryRunWouldReject(e.Route)
+				h.obs.DryRunWouldReject(cmp.Or(e.Route, routes[0].Name))
 			}
 			// A cached pass is counted, not logged, unless asked: Postfix
 			// logs the delivery, and the line would be most of its cost.
@@ -255,10 +252,10 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		release()
 		h.obs.Verdict(out.Verdict, "coalesced")
 	}
-	h.stats.record(rt.names.of(rcptDomain(key)), key, out.Verdict, leader)
+	h.stats.record(rt, key, out.Verdict, leader)
 	action := Decide(out.Verdict, &e, false, p)
 	if out.Verdict == callout.Unknown {
-		h.countUnknown(ctx, &rt.gate, client, req, p.DryRun, ctimeout)
+		h.countUnknown(ctx, &rt.gate, client, req, key, p.DryRun, ctimeout, deadline)
 	}
 	sent, dry := Send(action, p)
 	if dry {
@@ -297,18 +294,18 @@ func (rt *Routing) Listed(rcpt callout.Address, routes []*callout.Route) (rest [
 
 // fromList answers with the verdict of route's recipients file.
 func (h *Handler) fromList(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, key string,
-	v callout.Verdict, route string, start time.Time, ctimeout time.Duration) policyd.Action {
+	v callout.Verdict, route string, start, deadline time.Time, ctimeout time.Duration) policyd.Action {
 	reason := "not_in_recipients_file"
 	if v == callout.Valid {
 		reason = "in_recipients_file"
 	}
 	h.obs.Verdict(v, "list")
-	h.stats.record(rt.names.of(rcptDomain(key)), key, v, false)
+	h.stats.record(rt, key, v, false)
 	e := cache.Entry{Verdict: v.String(), Route: route, Reason: reason, Verified: start}
 	p := rt.PolicyFor(route)
 	action := Decide(v, &e, false, p)
 	if v == callout.Unknown {
-		h.countUnknown(ctx, &rt.gate, client, req, p.DryRun, ctimeout)
+		h.countUnknown(ctx, &rt.gate, client, req, key, p.DryRun, ctimeout, deadline)
 	}
 	sent, dry := Send(action, p)
 	if dry {
@@ -413,6 +410,7 @@ func (h *Handler) refresh(recipient, key string, rcpt callout.Address, routes []
 		if !leader {
 			return // a request's callout answered: it stored the verdict
 		}
+		h.stats.record(rt, key, out.Verdict, true)
 		e := EntryOf(&out, start)
 		e.Routes = fp
 		ttl := rt.PolicyOf(out.Route, routes).TTL(out.Verdict)
@@ -611,6 +609,11 @@ func routeFingerprint(r *callout.Route) uint64 {
 				add("i:" + re.String())
 			}
 		}
+	}
+	if dp, ok := r.Prober.(*directory.Prober); ok {
+		add("ldap:" + dp.Settings.BaseDN)
+		add(dp.Settings.Filter)
+		add(dp.Settings.BindDN)
 	}
 	return h
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
+	"github.com/calloutd/calloutd/callout/directory"
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/logline"
 	"github.com/calloutd/calloutd/internal/metrics"
@@ -65,7 +67,26 @@ func isTerminal(w io.Writer) bool {
 // servers with its own settings and answers with its own policy. trace, if
 // not nil, sees every SMTP line (debug logging, the tester).
 func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) (*Routing, error) {
-	return newRouting(cfg, newClient(cfg, trace))
+	return newRouting(cfg, callout.PerRoute{Default: newClient(cfg, trace)}, directory.NewPool(), trace)
+}
+
+// ldapProber is the directory prober of an LDAP route.
+func ldapProber(r *config.Route, dir *directory.Pool, trace func(callout.TraceEvent)) (*directory.Prober, error) {
+	st := &directory.Settings{StartTLS: r.LDAPStartTLS, BindDN: r.LDAPBindDN, BindPassword: r.LDAPBindPassword,
+		BaseDN: r.LDAPBaseDN, Filter: r.LDAPFilter, Timeout: r.LDAPTimeout.D(), CAFile: r.LDAPCAFile,
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
+	if r.LDAPCAFile != "" {
+		pem, err := os.ReadFile(r.LDAPCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: ldap_ca_file: %w", r.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("route %q: ldap_ca_file %s: no PEM certificate in it", r.Name, r.LDAPCAFile)
+		}
+		st.TLS.RootCAs = pool
+	}
+	return &directory.Prober{Settings: st, Pool: dir, Trace: trace}, nil
 }
 
 // newClient is a client with cfg's global [callout] settings: one session
@@ -99,7 +120,9 @@ func NewPool(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Pool {
 
 // newRouting builds cfg's routes over prober, with their recipients
 // files read; a file that cannot be read or has a bad line is an error.
-func newRouting(cfg *config.Config, prober callout.Prober) (*Routing, error) {
+// LDAP routes search through dir (trace, if set, sees their searches);
+// prober must dispatch to them (callout.PerRoute).
+func newRouting(cfg *config.Config, prober callout.Prober, dir *directory.Pool, trace func(callout.TraceEvent)) (*Routing, error) {
 	rt := &Routing{
 		Policy:         policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
 		logCachedDunno: cfg.Log.CachedDunno,
@@ -112,19 +135,32 @@ func newRouting(cfg *config.Config, prober callout.Prober) (*Routing, error) {
 	routes := make([]callout.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
 		e := &r.Effective
-		routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.Servers, Settings: &callout.Settings{
-			HeloName:       e.Callout.HeloName,
-			MailFrom:       e.Callout.MailFrom,
-			ConnectTimeout: e.Callout.ConnectTimeout.D(),
-			CommandTimeout: e.Callout.CommandTimeout.D(),
-			Rules:          e.Rules,
-			Source4:        e.Callout.Source4,
-			Source6:        e.Callout.Source6,
-		}}
+		if r.Kind == "ldap" {
+			dp, err := ldapProber(&r, dir, trace)
+			if err != nil {
+				return nil, err
+			}
+			routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.LDAPURLs, Prober: dp}
+		} else {
+			routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.Servers, Settings: &callout.Settings{
+				HeloName:       e.Callout.HeloName,
+				MailFrom:       e.Callout.MailFrom,
+				ConnectTimeout: e.Callout.ConnectTimeout.D(),
+				CommandTimeout: e.Callout.CommandTimeout.D(),
+				Rules:          e.Rules,
+				Source4:        e.Callout.Source4,
+				Source6:        e.Callout.Source6,
+			}}
+		}
 		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL, cfg.Cache.PositiveRefresh)
 		p.DryRun, p.NoCallout, p.Delimiter = e.DryRun, e.NoCallout, e.Callout.RecipientDelimiter
 		if r.RecipientsFile != "" {
 			l, err := recipients.Load(r.RecipientsFile)
+			if err == nil && l.Len() == 0 && e.NoCallout {
+				// A file emptied or truncated by whatever writes it
+				// would make every address of the route unknown.
+				err = fmt.Errorf("%s is empty, and with callout = false every address of the route would be unknown", r.RecipientsFile)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("route %q: recipients_file: %w", r.Name, err)
 			}
@@ -160,6 +196,7 @@ type Daemon struct {
 	level   *slog.LevelVar
 	store   cache.Store
 	pool    *callout.Pool
+	dir     *directory.Pool // LDAP routes' connections
 	breaker *callout.Breaker
 	handler *Handler
 	server  *policyd.Server
@@ -206,9 +243,11 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	// the log level each time.
 	d.pool = NewPool(cfg, d.trace)
 	d.metrics.WatchPool(d.pool)
-	d.breaker = &callout.Breaker{Next: d.pool, OnChange: d.breakerChanged}
-	rt, err := newRouting(cfg, d.breaker)
+	d.dir = directory.NewPool()
+	d.breaker = &callout.Breaker{Next: callout.PerRoute{Default: d.pool}, OnChange: d.breakerChanged}
+	rt, err := newRouting(cfg, d.breaker, d.dir, d.trace)
 	if err != nil {
+		d.dir.Close()
 		d.pool.Close()
 		store.Close()
 		return nil, err
@@ -399,6 +438,7 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 	err := g.Wait()
 	d.handler.Wait()
 	stopStats()
+	d.dir.Close()
 	d.pool.Close()
 	d.store.Close()
 	return err
@@ -411,6 +451,7 @@ func (d *Daemon) ServeConn(c net.Conn) {
 	d.server.ServeConn(c)
 	d.handler.Wait()
 	stopStats()
+	d.dir.Close()
 	d.pool.Close()
 	d.store.Close()
 }
@@ -431,6 +472,7 @@ func (d *Daemon) runStats() (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer d.handler.recoverPanic("licence count")
 		s.run(ctx, d.metrics.ValidRecipients, func() []string { return namedDomains(d.Config()) })
 	}()
 	return func() { cancel(); <-done }
@@ -447,7 +489,7 @@ func (d *Daemon) Reload() error {
 	cfg, err := config.Load(d.path)
 	var rt *Routing
 	if err == nil {
-		rt, err = newRouting(cfg, d.breaker)
+		rt, err = newRouting(cfg, d.breaker, d.dir, d.trace)
 	}
 	if err != nil {
 		d.metrics.Reloaded(false)
@@ -466,9 +508,11 @@ func (d *Daemon) Reload() error {
 	// Sessions of servers no route asks any more, or asked with another
 	// HELO name or sender, are closed; the others are kept.
 	d.pool.Retain(poolKeys(cfg))
+	d.dir.Retain(func(server string) bool { return ldapServers(cfg)[server] })
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
 	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Cache.Redis, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Cache.Redis, old.Log.Format, old.Log.File
+	cfg.Stats = old.Stats
 	d.cfg.Store(cfg)
 	d.metrics.Reloaded(true)
 	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
@@ -491,14 +535,14 @@ func (d *Daemon) breakerChanged(server string, up bool) {
 func (d *Daemon) markBackends(old, cfg *config.Config) {
 	now := map[string]bool{}
 	for _, r := range cfg.Routes {
-		for _, s := range r.Servers {
+		for _, s := range append(slices.Clone(r.Servers), r.LDAPURLs...) {
 			now[s] = true
 			d.metrics.BackendUp(s, d.breaker.Up(s))
 		}
 	}
 	if old != nil {
 		for _, r := range old.Routes {
-			for _, s := range r.Servers {
+			for _, s := range append(slices.Clone(r.Servers), r.LDAPURLs...) {
 				if !now[s] {
 					d.metrics.ForgetBackend(s)
 				}
@@ -519,6 +563,17 @@ func poolKeys(cfg *config.Config) func(server, helo, from, source string) bool {
 		}
 	}
 	return func(server, helo, from, source string) bool { return keep[key{server, helo, from, source}] }
+}
+
+// ldapServers are the LDAP URLs cfg's routes search.
+func ldapServers(cfg *config.Config) map[string]bool {
+	m := map[string]bool{}
+	for _, r := range cfg.Routes {
+		for _, u := range r.LDAPURLs {
+			m[u] = true
+		}
+	}
+	return m
 }
 
 // restartKeys names the settings that differ and are only read at start.
@@ -544,6 +599,7 @@ func restartKeys(a, b *config.Config) []string {
 		{"callout.session_max_recipients", a.Callout.SessionMaxRecipients, b.Callout.SessionMaxRecipients},
 		{"log.format", a.Log.Format, b.Log.Format},
 		{"log.file", a.Log.File, b.Log.File},
+		{"stats.window", a.Stats.Window, b.Stats.Window},
 	} {
 		if k.a != k.b {
 			keys = append(keys, k.name)

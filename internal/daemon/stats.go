@@ -79,10 +79,13 @@ func newStats(tally cache.Tally, window time.Duration, log *slog.Logger) *stats 
 }
 
 // record notes a verdict about key ("local@domain", lower case) for the
-// domain entry named (domainNames.of); made: this request made a
-// callout.
-func (s *stats) record(named, key string, v callout.Verdict, made bool) {
-	if s == nil || named == "" {
+// route entry that names its domain; made: this request made a callout.
+func (s *stats) record(rt *Routing, key string, v callout.Verdict, made bool) {
+	if s == nil {
+		return
+	}
+	named := rt.names.of(rcptDomain(key))
+	if named == "" {
 		return
 	}
 	var set func(p *pendingDomain) map[string]struct{}
@@ -173,6 +176,8 @@ func (s *stats) flush(ctx context.Context) {
 	now := s.now()
 	d := day(now)
 	ttl := s.window + 48*time.Hour // a day's key outlives the window that counts it
+	var failed int
+	var lastErr error
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
@@ -190,15 +195,19 @@ func (s *stats) flush(ctx context.Context) {
 					members = append(members, k)
 				}
 				if err := s.tally.AddDistinct(ctx, tallyKey(name, kind, d), members, ttl); err != nil {
-					s.log.Warn("licence count not stored", "domain", name, "err", err)
+					failed, lastErr = failed+1, err
 				}
 			}
 			if p.callouts > 0 {
 				if err := s.tally.AddCount(ctx, tallyKey(name, kindCallouts, d), p.callouts, ttl); err != nil {
-					s.log.Warn("licence count not stored", "domain", name, "err", err)
+					failed, lastErr = failed+1, err
 				}
 			}
 		}
+	}
+	if failed > 0 {
+		// One line per write, whatever the number of domains.
+		s.log.Warn("licence count: writes failed, those verdicts are not counted", "failed", failed, "err", lastErr)
 	}
 	s.dropMu.Lock()
 	n := s.dropN

@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/calloutd/calloutd/cache"
+	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/redistest"
 	"github.com/calloutd/calloutd/internal/smtptest"
@@ -112,3 +114,31 @@ func TestLicenceKeys(t *testing.T) {
 		}
 	}
 }
+
+// The gauge: set for the domains with data in the window that routes
+// still name, removed for the others.
+func TestLicenceGauge(t *testing.T) {
+	tally := cache.NewMemoryTally(100)
+	s := newStats(tally, 30*24*time.Hour, slogDiscard())
+	cfg := &config.Config{Routes: []config.Route{{Domains: []string{"example.test", "gone.test"}}}}
+	rt := &Routing{names: newDomainNames(cfg)}
+	s.record(rt, "alice@example.test", callout.Valid, true)
+	s.record(rt, "bob@example.test", callout.Valid, false)
+	s.record(rt, "x@gone.test", callout.Valid, false)
+	s.flush(context.Background())
+	got := map[string]int64{}
+	gauge := func(d string, n int64) { got[d] = n }
+	s.gauges(context.Background(), gauge, []string{"example.test"}) // gone.test no longer named
+	if got["example.test"] != 2 || got["gone.test"] != -1 || len(got) != 2 {
+		t.Errorf("gauges %v, want example.test 2 and gone.test removed (-1)", got)
+	}
+	// A domain whose data left the window is forgotten.
+	s.now = func() time.Time { return time.Now().Add(31 * 24 * time.Hour) }
+	clear(got)
+	s.gauges(context.Background(), gauge, []string{"example.test"})
+	if got["example.test"] != -1 {
+		t.Errorf("after the window: gauges %v, want example.test removed", got)
+	}
+}
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }

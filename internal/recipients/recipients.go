@@ -23,6 +23,8 @@ var ErrTooLarge = errors.New("recipient list too large")
 // errWhitespace is wrapped by the error for a line with more than one word
 // before its comment: most likely two entries on one line, or a quoted
 // local part with a space, neither of which the format has.
+var errQuoted = errors.New("a quoted local part never matches: write it unquoted, as Postfix hands it over")
+
 var errWhitespace = errors.New("whitespace inside an entry (one entry a line; '#' after whitespace starts a comment)")
 
 // List is an immutable, loaded recipient list; safe for concurrent use.
@@ -190,8 +192,17 @@ func (l *List) addLine(q *queue, s string, i, j int) error {
 		l.domains.insert(i+1, len(domain))
 		return nil
 	}
-	if _, err := callout.ParseAddress(key); err != nil {
+	a, err := callout.ParseAddress(key)
+	if err != nil {
 		return fmt.Errorf("%q: %w", entry, err)
+	}
+	// Postfix hands over recipients unquoted and with A-label domains:
+	// an entry written otherwise would never match.
+	if len(a.Local) > 1 && a.Local[0] == '"' && a.Local[len(a.Local)-1] == '"' {
+		return fmt.Errorf("%q: %w", entry, errQuoted)
+	}
+	if a.String() != key {
+		return fmt.Errorf("%q: write it as %s (internationalised domains as A-labels)", entry, a.String())
 	}
 	l.addrs.add(q, i, len(key))
 	return nil

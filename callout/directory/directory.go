@@ -1,0 +1,257 @@
+package directory
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/calloutd/calloutd/callout"
+)
+
+// Settings are how one route searches its directory.
+type Settings struct {
+	// StartTLS upgrades ldap:// connections before binding (ldaps:// is
+	// TLS from the start).
+	StartTLS bool
+	// TLS verifies the servers' certificates (RootCAs: the route's CA
+	// file, or the system's when nil); ServerName is set per URL.
+	TLS *tls.Config
+	// BindDN and BindPassword authenticate the search; "" binds
+	// anonymously.
+	BindDN, BindPassword string
+	BaseDN               string
+	// Filter has %s where the escaped address goes.
+	Filter string
+	// Timeout bounds each connection, bind and search, within the
+	// verdict's budget. Default 3 s.
+	Timeout time.Duration
+	// CAFile names the CA of TLS (for pooling: connections of different
+	// trust are different connections).
+	CAFile string
+}
+
+// Prober asks a directory. Servers are LDAP URLs.
+type Prober struct {
+	Settings *Settings
+	Pool     *Pool
+	// Trace, if set, sees the bind, the search and its result, as lines
+	// (calloutd check prints them).
+	Trace func(callout.TraceEvent)
+}
+
+// Reasons of the classifications a search gives.
+const (
+	ReasonFound    = "ldap_found"
+	ReasonNotFound = "ldap_not_found"
+)
+
+// ErrReferral: the search was referred elsewhere and found nothing here;
+// referrals are not followed, so nothing is known.
+var ErrReferral = errors.New("the search returned only referrals, which are not followed")
+
+// Probe implements callout.Prober.
+func (p *Prober) Probe(ctx context.Context, _ *callout.Route, server string, rcpt callout.Address) (callout.Result, error) {
+	st := p.Settings
+	start := time.Now()
+	timeout := st.Timeout
+	if timeout <= 0 {
+		timeout = 3 * time.Second
+	}
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if timeout <= 0 {
+		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageConnect, Err: context.DeadlineExceeded}
+	}
+	trace := func(sent bool, line string) {
+		if p.Trace != nil {
+			p.Trace(callout.TraceEvent{Server: server, Sent: sent, Line: line, Elapsed: time.Since(start)})
+		}
+	}
+	c, err := p.Pool.get(key(server, st), func() (*ldap.Conn, error) { return dial(server, st, timeout, trace) })
+	if err != nil {
+		return callout.Result{}, err
+	}
+	c.SetTimeout(timeout)
+	filter := strings.ReplaceAll(st.Filter, "%s", ldap.EscapeFilter(rcpt.String()))
+	trace(true, fmt.Sprintf("search base=%q scope=sub filter=%s", st.BaseDN, filter))
+	req := ldap.NewSearchRequest(st.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		0, int(max(timeout/time.Second, 1)), false, filter, []string{"1.1"}, nil)
+	res, err := c.Search(req)
+	if err != nil {
+		c.Close()
+		trace(false, "error: "+err.Error())
+		stage := callout.StageSearch
+		if ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {
+			stage = callout.StageConnect
+		}
+		return callout.Result{}, &callout.Error{Server: server, Stage: stage, Err: err}
+	}
+	p.Pool.put(key(server, st), c)
+	switch {
+	case len(res.Entries) > 0:
+		trace(false, fmt.Sprintf("%d entries, first %s", len(res.Entries), res.Entries[0].DN))
+		return callout.Result{Verdict: callout.Valid, Class: callout.Classification{Meaning: callout.MeansExists, Reason: ReasonFound}}, nil
+	case len(res.Referrals) > 0:
+		trace(false, fmt.Sprintf("no entry, %d referrals (not followed): %s", len(res.Referrals), strings.Join(res.Referrals, " ")))
+		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageSearch, Err: ErrReferral}
+	}
+	trace(false, "no entry")
+	return callout.Result{Verdict: callout.Unknown, Class: callout.Classification{Meaning: callout.MeansUnknown, Reason: ReasonNotFound}}, nil
+}
+
+// dial connects to server (an LDAP URL), upgrades it with StartTLS when
+// asked, and binds.
+func dial(server string, st *Settings, timeout time.Duration, trace func(bool, string)) (*ldap.Conn, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return nil, &callout.Error{Server: server, Stage: callout.StageConnect, Err: err}
+	}
+	tc := tlsFor(st, u.Hostname())
+	trace(true, "connect "+server)
+	c, err := ldap.DialURL(server, ldap.DialWithDialer(&net.Dialer{Timeout: timeout}), ldap.DialWithTLSConfig(tc))
+	if err != nil {
+		return nil, &callout.Error{Server: server, Stage: callout.StageConnect, Err: unwrapLDAP(err)}
+	}
+	c.SetTimeout(timeout)
+	if st.StartTLS && u.Scheme == "ldap" {
+		trace(true, "starttls")
+		if err := c.StartTLS(tc); err != nil {
+			c.Close()
+			return nil, &callout.Error{Server: server, Stage: callout.StageConnect, Err: fmt.Errorf("starttls: %w", unwrapLDAP(err))}
+		}
+	}
+	if st.BindDN != "" {
+		trace(true, "bind "+st.BindDN)
+		if err := c.Bind(st.BindDN, st.BindPassword); err != nil {
+			c.Close()
+			trace(false, "error: "+err.Error())
+			return nil, &callout.Error{Server: server, Stage: callout.StageBind, Err: err}
+		}
+	}
+	return c, nil
+}
+
+// unwrapLDAP keeps a network error visible as one (callout.Error.Timeout
+// looks for net.Error).
+func unwrapLDAP(err error) error {
+	var le *ldap.Error
+	if errors.As(err, &le) && le.Err != nil {
+		return le.Err
+	}
+	return err
+}
+
+func tlsFor(st *Settings, host string) *tls.Config {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if st.TLS != nil {
+		tc = st.TLS.Clone()
+	}
+	tc.ServerName = host
+	return tc
+}
+
+// poolKey: connections serve searches of the same server, bound as the
+// same DN over the same kind of TLS.
+type poolKey struct {
+	server, bindDN, caFile string
+	startTLS               bool
+}
+
+func key(server string, st *Settings) poolKey {
+	return poolKey{server: server, bindDN: st.BindDN, caFile: st.CAFile, startTLS: st.StartTLS}
+}
+
+// maxIdle bounds the idle connections kept per server and bind DN.
+const maxIdle = 4
+
+// Pool keeps bound connections for reuse; a connection that failed is
+// closed, and the next search dials and binds again.
+type Pool struct {
+	mu     sync.Mutex
+	idle   map[poolKey][]*ldap.Conn
+	closed bool
+}
+
+// NewPool returns an empty pool.
+func NewPool() *Pool { return &Pool{idle: make(map[poolKey][]*ldap.Conn)} }
+
+func (p *Pool) get(k poolKey, dial func() (*ldap.Conn, error)) (*ldap.Conn, error) {
+	p.mu.Lock()
+	for {
+		conns := p.idle[k]
+		if len(conns) == 0 {
+			break
+		}
+		c := conns[len(conns)-1]
+		p.idle[k] = conns[:len(conns)-1]
+		if c.IsClosing() {
+			c.Close()
+			continue
+		}
+		p.mu.Unlock()
+		return c, nil
+	}
+	p.mu.Unlock()
+	return dial()
+}
+
+func (p *Pool) put(k poolKey, c *ldap.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle[k]) >= maxIdle || c.IsClosing() {
+		c.Close()
+		return
+	}
+	p.idle[k] = append(p.idle[k], c)
+}
+
+// Retain closes the idle connections of servers keep does not name
+// (after a reload).
+func (p *Pool) Retain(keep func(server string) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, conns := range p.idle {
+		if keep(k.server) {
+			continue
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		delete(p.idle, k)
+	}
+}
+
+// Close closes every idle connection; connections in use are closed when
+// they come back.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for k, conns := range p.idle {
+		for _, c := range conns {
+			c.Close()
+		}
+		delete(p.idle, k)
+	}
+}
+
+// CheckFilter tells whether filter, with an address in place of %s, is a
+// valid LDAP filter.
+func CheckFilter(filter string) error {
+	if !strings.Contains(filter, "%s") {
+		return errors.New("has no %s for the address")
+	}
+	if _, err := ldap.CompileFilter(strings.ReplaceAll(filter, "%s", "bob@example.com")); err != nil {
+		return err
+	}
+	return nil
+}
