@@ -47,6 +47,7 @@ fuzz:
 	$(FUZZ) FuzzReadReply ./callout
 	$(FUZZ) FuzzParseAddress ./callout
 	$(FUZZ) FuzzParse ./internal/recipients
+	$(FUZZ) FuzzFilterEscape ./callout/directory
 
 clean:
 	rm -rf bin

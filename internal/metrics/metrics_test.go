@@ -135,7 +135,9 @@ func knownValues() map[string][]string {
 			// replies to RCPT TO (callout.Classify)
 			"accepted", "no_such_user", "disabled", "moved", "admin", "greylisted", "rate_limited", "quota",
 			"too_many_recipients", "temporary", "relay_denied", "client_refused", "helo_refused", "sender_refused",
-			"policy", "closing", "unrecognised", "ignored"},
+			"policy", "closing", "unrecognised", "ignored",
+			// directory (LDAP) routes
+			"ldap_found", "ldap_not_found", "ldap_bind", "ldap_search"},
 		"meaning": {"exists", "unknown", "temporary", "refused", "unrecognised", "ignored"},
 	}
 }
