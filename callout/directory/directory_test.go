@@ -55,7 +55,6 @@ func prober(t *testing.T, st *Settings) *Prober {
 	return &Prober{Settings: st, Pool: pool}
 }
 
-
 func probe(p *Prober, server, rcpt string) (callout.Result, error) {
 	a, err := callout.ParseAddress(rcpt)
 	if err != nil {

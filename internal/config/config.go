@@ -472,10 +472,8 @@ func (r *Route) validateLDAP(key string) error {
 	if *r.LDAPTimeout <= 0 || *r.LDAPTimeout > Duration(time.Minute) {
 		return keyError(key+".ldap_timeout", "%s: must be above 0 and at most 1m", r.LDAPTimeout.D())
 	}
-	if r.LDAPCAFile != "" {
-		if _, err := os.ReadFile(r.LDAPCAFile); err != nil {
-			return keyError(key+".ldap_ca_file", "%v", err)
-		}
+	if r.LDAPCAFile != "" && !filepath.IsAbs(r.LDAPCAFile) {
+		return keyError(key+".ldap_ca_file", "%q: path must be absolute", r.LDAPCAFile)
 	}
 	if r.LDAPBindPassword == "" && r.LDAPBindDN != "" {
 		r.LDAPBindPassword = os.Getenv(LDAPPasswordEnv(r.Name))

@@ -54,7 +54,7 @@ ldap_base_dn = "dc=example,dc=test"
 	p := dialPolicy(t, td.policy)
 	for _, c := range []struct{ rcpt, want string }{
 		{"alice@example.test", "DUNNO"},
-		{"bob@example.test", "DUNNO"}, // not in the directory, the old backend has him
+		{"bob@example.test", "DUNNO"},                     // not in the directory, the old backend has him
 		{"nobody@example.test", "550 5.1.1 User unknown"}, // both routes say so; the directory decided first
 		{"nobody@example.test", "550 5.1.1 User unknown" + cachedSuffix},
 		{"someone@down.test", "DUNNO"}, // the directory cannot be asked: fail open
