@@ -53,10 +53,10 @@ func lookup(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if fset.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: calloutd lookup [-config FILE] ADDRESS")
+		fmt.Fprintln(stderr, "usage: calloutd lookup [-config FILE] ADDRESS|@DOMAIN")
 		return exitExUsage
 	}
-	key, err := daemon.AddressKey(fset.Arg(0))
+	key, err := daemon.LookupKey(fset.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "calloutd lookup: %q: %v\n", fset.Arg(0), err)
 		return exitExUsage
@@ -101,7 +101,15 @@ func lookup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: not cached\n", fset.Arg(0))
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s\n  verdict   %s\n", fset.Arg(0), e.Verdict)
+	verdict := e.Verdict
+	if strings.HasPrefix(key, "@") {
+		// A domain's catch-all verdict: the probe's address was accepted.
+		verdict = "not catch-all (the backend rejected an address that cannot exist)"
+		if e.Verdict == "valid" {
+			verdict = "catch-all (the backend accepted an address that cannot exist: its recipients are not verified)"
+		}
+	}
+	fmt.Fprintf(stdout, "%s\n  verdict   %s\n", fset.Arg(0), verdict)
 	if e.Code != 0 {
 		fmt.Fprintf(stdout, "  reply     %d %s\n", e.Code, strings.TrimSpace(e.Enhanced+" "+e.Text))
 	}

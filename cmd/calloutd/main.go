@@ -44,7 +44,7 @@ const usage = `Usage:
   calloutd serve  [-config FILE] [-stdio]            run the policy server
   calloutd check  [-config FILE] [-server HOST:PORT] ADDRESS...
                                                      verify now, bypassing the cache
-  calloutd lookup [-config FILE] ADDRESS             show the cached verdict
+  calloutd lookup [-config FILE] ADDRESS|@DOMAIN     show the cached verdict (@DOMAIN: catch-all)
   calloutd flush  [-config FILE] ADDRESS|@DOMAIN|-all  forget cached verdicts
   calloutd report [-config FILE] [-json]             licence count per domain
   calloutd version                                   print the version (also -version)

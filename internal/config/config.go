@@ -92,6 +92,12 @@ type Callout struct {
 	// Postfix's recipient_delimiter ("+", "+-"); the address without its
 	// extension is verified. "" = none.
 	RecipientDelimiter string `toml:"recipient_delimiter"`
+	// ProbeCatchall: after a backend accepts a recipient of a domain with
+	// no fresh catch-all verdict, ask it about an address that cannot
+	// exist; a domain whose backend accepts it is catch-all for
+	// CatchallTTL: its recipients get DUNNO without callouts.
+	ProbeCatchall bool     `toml:"probe_catchall"`
+	CatchallTTL   Duration `toml:"catchall_ttl"`
 	// SourceAddress: the local addresses callouts leave from, at most one
 	// per family ("192.0.2.10", or ["192.0.2.10", "2001:db8::10"]).
 	SourceAddress AddrList `toml:"source_address"`
@@ -171,6 +177,8 @@ type Route struct {
 	UnreachableAction  *string   `toml:"unreachable_action"`
 	TempfailAction     *string   `toml:"tempfail_action"`
 	RecipientDelimiter *string   `toml:"recipient_delimiter"`
+	ProbeCatchall      *bool     `toml:"probe_catchall"`
+	CatchallTTL        *Duration `toml:"catchall_ttl"`
 	SourceAddress      *AddrList `toml:"source_address"`
 	PositiveTTL        *Duration `toml:"positive_ttl"`
 	NegativeTTL        *Duration `toml:"negative_ttl"`
@@ -231,6 +239,7 @@ func Default() *Config {
 			RequestTimeout:    Duration(30 * time.Second),
 			UnreachableAction: "dunno",
 			TempfailAction:    "defer",
+			CatchallTTL:       Duration(24 * time.Hour),
 
 			PoolSize:                4,
 			MaxConnectionsPerServer: 10,
@@ -527,6 +536,9 @@ func validateCallout(prefix string, co *Callout) error {
 	if !oneOf(co.TempfailAction, "dunno", "defer") {
 		return keyError(prefix+"tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
 	}
+	if co.CatchallTTL < Duration(time.Minute) || co.CatchallTTL > Duration(30*24*time.Hour) {
+		return keyError(prefix+"catchall_ttl", "%s: must be between 1m and 30d", co.CatchallTTL.D())
+	}
 	if d := co.RecipientDelimiter; len(d) > 8 || strings.ContainsFunc(d, func(c rune) bool {
 		return c <= ' ' || c >= 0x7f || c == '@' || c == '"' || c == '\\'
 	}) {
@@ -663,6 +675,10 @@ func (c *Config) Resolve(key string, r *Route) error {
 	setS(&co.UnreachableAction, r.UnreachableAction)
 	setS(&co.TempfailAction, r.TempfailAction)
 	setS(&co.RecipientDelimiter, r.RecipientDelimiter)
+	if r.ProbeCatchall != nil {
+		co.ProbeCatchall = *r.ProbeCatchall
+	}
+	setD(&co.CatchallTTL, r.CatchallTTL)
 	if r.SourceAddress != nil {
 		co.SourceAddress = *r.SourceAddress
 	}

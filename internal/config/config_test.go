@@ -39,6 +39,7 @@ func TestExampleConfig(t *testing.T) {
 			RequestTimeout:          Duration(30 * time.Second),
 			UnreachableAction:       "dunno",
 			TempfailAction:          "defer",
+			CatchallTTL:             Duration(24 * time.Hour),
 			PoolSize:                4,
 			MaxConnectionsPerServer: 10,
 			PoolIdleTimeout:         Duration(30 * time.Second),
@@ -77,7 +78,7 @@ func TestExampleConfig(t *testing.T) {
 	e := routes[1].Effective
 	wantCo := Callout{HeloName: "gateway.example.net", MailFrom: "postmaster@gateway.example.net",
 		ConnectTimeout: Duration(5 * time.Second), CommandTimeout: Duration(5 * time.Second), RequestTimeout: Duration(15 * time.Second),
-		UnreachableAction: "dunno", TempfailAction: "dunno", RecipientDelimiter: "+",
+		UnreachableAction: "dunno", TempfailAction: "dunno", RecipientDelimiter: "+", ProbeCatchall: true, CatchallTTL: Duration(12 * time.Hour),
 		PoolSize: 4, MaxConnectionsPerServer: 10, PoolIdleTimeout: Duration(30 * time.Second), MaxSessionAge: Duration(5 * time.Minute),
 		SessionMaxErrors: 8, SessionMaxRecipients: 900}
 	if !reflect.DeepEqual(e.Callout, wantCo) || e.PositiveTTL != Duration(7*24*time.Hour) || e.NegativeTTL != Duration(30*time.Minute) || e.TempfailTTL != Duration(time.Minute) {
@@ -243,6 +244,7 @@ func TestDefaults(t *testing.T) {
 			RequestTimeout:          Duration(30 * time.Second),
 			UnreachableAction:       "dunno",
 			TempfailAction:          "defer",
+			CatchallTTL:             Duration(24 * time.Hour),
 			PoolSize:                4,
 			MaxConnectionsPerServer: 10,
 			PoolIdleTimeout:         Duration(30 * time.Second),

@@ -46,6 +46,19 @@ func AddressKey(addr string) (string, error) {
 	return cache.Key(a.Local, a.Domain), nil
 }
 
+// LookupKey is the store key for calloutd lookup: an address's, or with
+// "@domain" the domain's catch-all verdict.
+func LookupKey(arg string) (string, error) {
+	if d, ok := strings.CutPrefix(arg, "@"); ok {
+		domain, err := CheckDomain(d)
+		if err != nil {
+			return "", err
+		}
+		return catchallKey(domain), nil
+	}
+	return AddressKey(arg)
+}
+
 // CheckDomain validates a domain given to flush and returns it as cache
 // keys spell it (lower case, no trailing dot). Flushing a domain removes
 // its own verdicts, not its subdomains'.
@@ -110,7 +123,7 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 	var err error
 	switch {
 	case req.Op == "lookup" && req.Address != "":
-		key, err := AddressKey(req.Address)
+		key, err := LookupKey(req.Address)
 		if err != nil {
 			resp.Error = err.Error()
 			break

@@ -31,6 +31,9 @@ type Policy struct {
 	// Delimiter: recipient_delimiter; the address without its extension
 	// is verified.
 	Delimiter string
+	// ProbeCatchall and CatchallTTL: [callout] probe_catchall.
+	ProbeCatchall bool
+	CatchallTTL   time.Duration
 }
 
 // TTL is how long a verdict is cached.

@@ -462,3 +462,65 @@ servers = [%q]
 	wantMetrics(t, td, `calloutd_backend_failures_total{reason="no_smtputf8",server="`+asciiBackend.Addr()+`"} 1`,
 		`calloutd_verdicts_total{source="callout",verdict="unreachable"} 1`)
 }
+
+// A catch-all backend is noticed: 6 distinct recipients of its domain in
+// a row cost it at most 3 RCPTs (the first, the probe, and one racing the
+// probe at most), the rest get DUNNO without a callout; a domain whose
+// backend rejects the probe is verified as before.
+func TestCatchallDetection(t *testing.T) {
+	all := smtptest.NewServer(t, smtptest.Behavior{}) // accepts everyone
+	picky := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@picky.test", "bob@picky.test")})
+	cfg := fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+probe_catchall = true
+[[route]]
+name = "all"
+domains = ["all.test"]
+servers = [%q]
+[[route]]
+name = "picky"
+domains = ["picky.test"]
+servers = [%q]
+`, all.Addr(), picky.Addr())
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	for i := range 6 {
+		if got := p.askAs("203.0.113.9", "", fmt.Sprintf("user%d@all.test", i)); got != "DUNNO" {
+			t.Errorf("user%d@all.test: %q", i, got)
+		}
+	}
+	if n := all.Count("RCPT"); n > 3 {
+		t.Errorf("catch-all backend saw %d RCPTs for 6 recipients, want at most 3", n)
+	}
+	var probe string
+	for _, l := range all.Lines() {
+		if strings.Contains(l, "calloutd-probe-") {
+			probe = l
+		}
+	}
+	if probe == "" {
+		t.Errorf("no probe RCPT among %q", all.Lines())
+	}
+	// picky.test: probed once, rejected; its recipients are still verified.
+	for _, c := range []struct{ rcpt, want string }{
+		{"alice@picky.test", "DUNNO"},
+		{"bob@picky.test", "DUNNO"},
+		{"eve@picky.test", unknownAnswer},
+	} {
+		if got := p.askAs("203.0.113.9", "", c.rcpt); got != c.want {
+			t.Errorf("%s: %q, want %q", c.rcpt, got, c.want)
+		}
+	}
+	if n := picky.Count("RCPT"); n != 4 {
+		t.Errorf("picky backend saw %d RCPTs, want 4 (3 recipients and one probe)", n)
+	}
+	wantMetrics(t, td, `calloutd_catchall_domains 1`, `calloutd_catchall_probes_total{result="catchall"} 1`,
+		`calloutd_catchall_probes_total{result="not_catchall"} 1`)
+	resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "lookup", Address: "@all.test"})
+	if err != nil || !resp.Found || resp.Entry.Verdict != "valid" {
+		t.Errorf("lookup @all.test: %+v, %v; want the catch-all verdict", resp, err)
+	}
+}

@@ -77,18 +77,19 @@ const maxWrites = 1024
 
 // Handler answers policy requests: cache first, then a callout.
 type Handler struct {
-	store   cache.Store
-	inline  bool // the store never blocks: write in the request's goroutine
-	bounded bool // the store bounds its own calls: no deadline per lookup
-	coal    cache.Coalescer
-	counter cache.Counter        // harvest counts: the store's when it has them
-	limited *cache.MemoryCounter // clients this node knows to be over the harvest limit
-	stats   *stats               // licence count; nil: off
-	flight  singleflight.Group
-	log     *slog.Logger
-	routing atomic.Pointer[Routing]
-	obs     Observer
-	now     func() time.Time
+	store    cache.Store
+	inline   bool // the store never blocks: write in the request's goroutine
+	bounded  bool // the store bounds its own calls: no deadline per lookup
+	coal     cache.Coalescer
+	counter  cache.Counter        // harvest counts: the store's when it has them
+	limited  *cache.MemoryCounter // clients this node knows to be over the harvest limit
+	stats    *stats               // licence count; nil: off
+	catchall catchalls
+	flight   singleflight.Group
+	log      *slog.Logger
+	routing  atomic.Pointer[Routing]
+	obs      Observer
+	now      func() time.Time
 
 	writes        sync.WaitGroup
 	inFlight      atomic.Int32
@@ -197,6 +198,13 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		routes = rest
 	}
 
+	if first.ProbeCatchall && h.isCatchall(ctx, rcptDomain(key), ctimeout) {
+		// Its backend says yes to everything: a callout would tell
+		// nothing, and a verdict would count a mailbox that may not be.
+		h.obs.Verdict(callout.Valid, "catchall")
+		return policyd.Dunno
+	}
+
 	fp := rt.fingerprint(routes)
 	e, ok := h.cached(ctx, req, key, ctimeout, fp)
 	release := func() {}
@@ -247,6 +255,13 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		h.obs.Verdict(out.Verdict, "callout")
 		h.logUnrecognised(req, &out)
 		h.write(key, e, p.TTL(out.Verdict), ctimeout, release)
+		if out.Verdict == callout.Valid && p.ProbeCatchall {
+			for _, r := range routes {
+				if r.Name == out.Route {
+					h.probeCatchall(rt, rcptDomain(key), r, p)
+				}
+			}
+		}
 	} else {
 		// The leader logs, counts and stores the callout.
 		release()

@@ -35,6 +35,10 @@ type Observer interface {
 	// HarvestLimited a client reaching it.
 	HarvestRejected()
 	HarvestLimited()
+	// Catchall counts a domain found catch-all by a probe (with the
+	// domain), or found not to be (""). CatchallDomains is told how many
+	// domains this node knows to be catch-all.
+	Catchall(domain string, catchall bool)
 }
 
 type nopObserver struct{}
@@ -50,3 +54,4 @@ func (nopObserver) Skipped(string)                             {}
 func (nopObserver) DryRunWouldReject(string)                   {}
 func (nopObserver) HarvestRejected()                           {}
 func (nopObserver) HarvestLimited()                            {}
+func (nopObserver) Catchall(string, bool)                      {}

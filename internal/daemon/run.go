@@ -184,6 +184,8 @@ func policyOf(co *config.Callout, positive, negative, tempfail, refresh config.D
 		NegativeTTL:      negative.D(),
 		TempfailTTL:      tempfail.D(),
 		PositiveRefresh:  refresh.D(),
+		ProbeCatchall:    co.ProbeCatchall,
+		CatchallTTL:      co.CatchallTTL.D(),
 	}
 }
 
@@ -253,6 +255,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.handler = NewHandler(store, rt, d.log, d.metrics)
+	d.metrics.WatchCatchalls(d.handler.catchall.count)
 	if w := cfg.Stats.Window.D(); w > 0 {
 		tally, ok := store.(cache.Tally)
 		if !ok {

@@ -39,6 +39,7 @@ type Metrics struct {
 	harvestRejected  prometheus.Counter
 	harvestLimited   prometheus.Counter
 	validRecipients  *prometheus.GaugeVec
+	catchallProbes   *prometheus.CounterVec
 	// Series of the hot path, resolved once.
 	rcptRequests    map[string]prometheus.Counter
 	cachedVerdicts  [callout.Unreachable + 1]prometheus.Counter
@@ -75,7 +76,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "verdicts_total",
-			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout, coalesced: another request's callout for the same address, made at the same moment; list: a route's recipients_file).",
+			Help: "Verdicts given, by verdict (valid, unknown, tempfail, unreachable) and source (cache, callout, coalesced: another request's callout for the same address, made at the same moment; list: a route's recipients_file; catchall: a domain known to be catch-all, answered without a callout).",
 		}, []string{"verdict", "source"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "cache_hits_total",
@@ -147,6 +148,10 @@ func New(version string, cache CacheStats) *Metrics {
 			Namespace: ns, Name: "valid_recipients",
 			Help: "Licence count: distinct valid recipients over the stats window, by domain a route names (estimated; exact below a few hundred). Computed every 5 minutes, for domains this node has seen in the window; with Redis every node reports the shared figure.",
 		}, []string{"domain"}),
+		catchallProbes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "catchall_probes_total",
+			Help: "Catch-all probes (probe_catchall) that got an answer, by result: catchall (the backend accepted an address that cannot exist) or not_catchall.",
+		}, []string{"result"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
@@ -162,7 +167,7 @@ func New(version string, cache CacheStats) *Metrics {
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
 		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration, m.redisErrors, m.backendUp,
-		m.skipped, m.dryRun, m.harvestRejected, m.harvestLimited, m.validRecipients, m.reloads, m.reloadOK, m.reloadTimestamp)
+		m.skipped, m.dryRun, m.harvestRejected, m.harvestLimited, m.validRecipients, m.catchallProbes, m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
 		Help:        "Always 1; the labels tell the calloutd version and the Go version that built it.",
@@ -201,6 +206,9 @@ func New(version string, cache CacheStats) *Metrics {
 	}
 	for _, r := range []string{"trusted_network", "authenticated"} {
 		m.skipped.WithLabelValues(r)
+	}
+	for _, r := range []string{"catchall", "not_catchall"} {
+		m.catchallProbes.WithLabelValues(r)
 	}
 	m.rcptRequests = make(map[string]prometheus.Counter)
 	for _, a := range []string{"dunno", "reject", "defer", "defer_if_permit", "other"} {
@@ -363,6 +371,24 @@ func (m *Metrics) ValidRecipients(domain string, n int64) {
 		return
 	}
 	m.validRecipients.WithLabelValues(domain).Set(float64(n))
+}
+
+// Catchall implements daemon.Observer.
+func (m *Metrics) Catchall(_ string, catchall bool) {
+	if catchall {
+		m.catchallProbes.WithLabelValues("catchall").Inc()
+	} else {
+		m.catchallProbes.WithLabelValues("not_catchall").Inc()
+	}
+}
+
+// WatchCatchalls exports calloutd_catchall_domains: how many domains this
+// node knows to be catch-all.
+func (m *Metrics) WatchCatchalls(count func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "catchall_domains",
+		Help: "Domains this node knows to be catch-all (probe_catchall): their recipients get DUNNO without callouts until the next probe.",
+	}, func() float64 { return float64(count()) }))
 }
 
 // HarvestLimited implements daemon.Observer.

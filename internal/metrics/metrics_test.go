@@ -67,6 +67,8 @@ func touchAll(m *Metrics) {
 	m.HarvestRejected()
 	m.HarvestLimited()
 	m.ValidRecipients("example.com", 42)
+	m.Catchall("example.com", true)
+	m.WatchCatchalls(func() int { return 1 })
 	m.BackendUp("a:25", false)
 	m.WatchPool(fakePool{})
 	m.ConnState(+1)
@@ -128,9 +130,9 @@ func knownValues() map[string][]string {
 		"action":         {"dunno", "reject", "defer", "defer_if_permit", "other"},
 		"verdict":        verdicts,
 		"outcome":        verdicts,
-		"source":         {"cache", "callout", "coalesced", "list"},
+		"source":         {"cache", "callout", "coalesced", "list", "catchall"},
 		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking", "count", "tally"},
-		"result":         {"success", "failure"},
+		"result":         {"success", "failure", "catchall", "not_catchall"},
 		"reason": {"connect", "timeout", "breaker_open", "no_smtputf8", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
 			// replies to RCPT TO (callout.Classify)
 			"accepted", "no_such_user", "disabled", "moved", "admin", "greylisted", "rate_limited", "quota",
