@@ -2,6 +2,8 @@ package callout
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -47,6 +49,16 @@ type Settings struct {
 	// Source4 and Source6, when valid, are the local addresses
 	// connections to IPv4 and IPv6 servers leave from.
 	Source4, Source6 netip.Addr
+	// TLS is how STARTTLS is used: "" or "opportunistic" (when the server
+	// announces it; a server whose handshake fails is asked again in
+	// plain text), "required" (a server without working TLS cannot be
+	// asked), "off".
+	TLS string
+	// TLSConfig verifies servers' certificates (tls_verify); nil encrypts
+	// without verifying, as Postfix's "may" level does. TLSKey names it
+	// for the session pool (sessions of different trust are different).
+	TLSConfig *tls.Config
+	TLSKey    string
 }
 
 // Source names the settings' source addresses ("" for none): sessions
@@ -86,6 +98,16 @@ func (c *Client) Open(ctx context.Context, server string) (*Session, error) {
 }
 
 func (c *Client) openHello(ctx context.Context, st *Settings, server string) (*Session, error) {
+	s, err := c.openHelloTLS(ctx, st, server, st.TLS != "off")
+	if errors.Is(err, errHandshake) && st.TLS != "required" {
+		// Opportunistic: a server whose TLS is broken is asked in plain
+		// text, on a new connection (the old one is unusable).
+		return c.openHelloTLS(ctx, st, server, false)
+	}
+	return s, err
+}
+
+func (c *Client) openHelloTLS(ctx context.Context, st *Settings, server string, useTLS bool) (*Session, error) {
 	s, err := c.open(ctx, st, server)
 	if err != nil {
 		return nil, err
@@ -93,6 +115,12 @@ func (c *Client) openHello(ctx context.Context, st *Settings, server string) (*S
 	if err := s.Hello(ctx, st.heloName()); err != nil {
 		s.Quit(ctx)
 		return nil, err
+	}
+	if useTLS {
+		if err := s.startTLS(ctx, st); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -18,6 +18,7 @@ const (
 	StageHello    Stage = "hello"
 	StageMail     Stage = "mail"
 	StageRcpt     Stage = "rcpt"
+	StageTLS      Stage = "starttls"
 	// A directory (LDAP) server: binding, or searching.
 	StageBind   Stage = "ldap_bind"
 	StageSearch Stage = "ldap_search"
@@ -79,6 +80,8 @@ func (e *Error) Reason() string {
 		return "connect"
 	case e.Stage == StageBind || e.Stage == StageSearch:
 		return string(e.Stage)
+	case e.Stage == StageTLS:
+		return "tls"
 	case errors.Is(e.Err, ErrMalformedReply):
 		return "protocol"
 	case e.Reply == nil:

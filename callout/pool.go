@@ -92,7 +92,7 @@ type Pool struct {
 // poolKey: sessions can serve probes of the same server, introduced by the
 // same HELO name, in a transaction of the same sender.
 type poolKey struct {
-	server, helo, from, source string
+	server, helo, from, source, tls string
 }
 
 type serverPool struct {
@@ -147,12 +147,13 @@ func (p *Pool) Close() {
 
 // Retain closes the idle sessions of every server not in keep (after a
 // reload that changed routes): sessions are kept by server, HELO name,
-// sender and source addresses (Settings.Source).
-func (p *Pool) Retain(keep func(server, helo, from, source string) bool) {
+// sender, source addresses (Settings.Source) and TLS settings
+// (Settings.TLS and TLSKey, as "mode|key").
+func (p *Pool) Retain(keep func(server, helo, from, source, tls string) bool) {
 	p.mu.Lock()
 	var idle []*pooledSession
 	for k, sp := range p.servers {
-		if keep(k.server, k.helo, k.from, k.source) {
+		if keep(k.server, k.helo, k.from, k.source, k.tls) {
 			continue
 		}
 		idle = append(idle, sp.idle...)
@@ -248,7 +249,7 @@ var errPoolClosed = errors.New("callout: pool closed")
 // Probe implements Prober.
 func (p *Pool) Probe(ctx context.Context, r *Route, server string, rcpt Address) (Result, error) {
 	st := p.Client.settings(r)
-	key := poolKey{server: server, helo: st.heloName(), from: st.MailFrom, source: st.Source()}
+	key := poolKey{server: server, helo: st.heloName(), from: st.MailFrom, source: st.Source(), tls: st.TLS + "|" + st.TLSKey}
 	for try := 0; ; try++ {
 		// The retry of a stale session takes a fresh one: the other
 		// idle sessions may be as stale (a restarted backend).

@@ -3,6 +3,7 @@ package callout
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,6 +39,8 @@ type Session struct {
 	Extensions map[string]string
 	// Greeting is the server's 220 greeting.
 	Greeting Reply
+	// TLS tells that the session runs over STARTTLS.
+	TLS bool
 }
 
 // open dials server and reads the greeting.
@@ -98,6 +101,65 @@ func (s *Session) Hello(ctx context.Context, name string) error {
 		s.Extensions[strings.ToUpper(kw)] = param
 	}
 	return nil
+}
+
+// errHandshake marks a failed TLS handshake, after which an opportunistic
+// client asks again in plain text.
+var errHandshake = errors.New("TLS handshake failed")
+
+// ErrNoSTARTTLS: tls = "required" and the server does not announce
+// STARTTLS.
+var ErrNoSTARTTLS = errors.New("server does not announce STARTTLS, and TLS is required")
+
+// startTLS upgrades the session (RFC 3207) when the server announces
+// STARTTLS: the 220, the handshake, then EHLO again, since what the
+// server announced in plain text no longer holds. Anything the server
+// sent after its 220 and before the handshake is dropped with the old
+// reader: plain text must never pass for a reply inside the TLS session.
+// With tls = "required", no STARTTLS or a refusal is an error.
+func (s *Session) startTLS(ctx context.Context, st *Settings) error {
+	required := st.TLS == "required"
+	if !hasKey(s.Extensions, "STARTTLS") {
+		if required {
+			return &Error{Server: s.server, Stage: StageTLS, Err: ErrNoSTARTTLS}
+		}
+		return nil
+	}
+	rep, err := s.exchange(ctx, StageTLS, "STARTTLS")
+	if err != nil {
+		return err
+	}
+	if rep.Code != 220 {
+		if required {
+			return &Error{Server: s.server, Stage: StageTLS, Command: "STARTTLS", Reply: &rep}
+		}
+		return nil // plain text, as before
+	}
+	// Opportunistic TLS does not verify, as Postfix's "may" level.
+	cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	if st.TLSConfig != nil {
+		cfg = st.TLSConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(s.server)
+	}
+	hctx, cancel := context.WithTimeout(ctx, s.cmdTimeout)
+	defer cancel()
+	tc := tls.Client(s.conn, cfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		s.broken = true
+		return &Error{Server: s.server, Stage: StageTLS, Err: fmt.Errorf("%w: %w", errHandshake, err)}
+	}
+	if n := s.br.Buffered(); n > 0 && s.trace != nil {
+		s.trace(TraceEvent{Server: s.server, Line: fmt.Sprintf("(%d octets sent before the TLS handshake dropped)", n), Elapsed: time.Since(s.start)})
+	}
+	s.conn, s.br = tc, bufio.NewReaderSize(tc, 1024)
+	s.TLS = true
+	if s.trace != nil {
+		cs := tc.ConnectionState()
+		s.trace(TraceEvent{Server: s.server, Line: fmt.Sprintf("(TLS %s, %s)", tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)), Elapsed: time.Since(s.start)})
+	}
+	return s.Hello(ctx, st.heloName())
 }
 
 // Mail starts a transaction with MAIL FROM:<from>. from is a mailbox in wire

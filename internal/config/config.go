@@ -98,6 +98,13 @@ type Callout struct {
 	// CatchallTTL: its recipients get DUNNO without callouts.
 	ProbeCatchall bool     `toml:"probe_catchall"`
 	CatchallTTL   Duration `toml:"catchall_ttl"`
+	// TLS: STARTTLS on callouts, "opportunistic" | "required" | "off".
+	TLS string `toml:"tls"`
+	// TLSVerify checks the server's certificate against TLSCAFile (or
+	// the system's CAs) and TLSServerName (default the server's host).
+	TLSVerify     bool   `toml:"tls_verify"`
+	TLSServerName string `toml:"tls_server_name"`
+	TLSCAFile     string `toml:"tls_ca_file"`
 	// SourceAddress: the local addresses callouts leave from, at most one
 	// per family ("192.0.2.10", or ["192.0.2.10", "2001:db8::10"]).
 	SourceAddress AddrList `toml:"source_address"`
@@ -179,6 +186,10 @@ type Route struct {
 	RecipientDelimiter *string   `toml:"recipient_delimiter"`
 	ProbeCatchall      *bool     `toml:"probe_catchall"`
 	CatchallTTL        *Duration `toml:"catchall_ttl"`
+	TLS                *string   `toml:"tls"`
+	TLSVerify          *bool     `toml:"tls_verify"`
+	TLSServerName      *string   `toml:"tls_server_name"`
+	TLSCAFile          *string   `toml:"tls_ca_file"`
 	SourceAddress      *AddrList `toml:"source_address"`
 	PositiveTTL        *Duration `toml:"positive_ttl"`
 	NegativeTTL        *Duration `toml:"negative_ttl"`
@@ -240,6 +251,7 @@ func Default() *Config {
 			UnreachableAction: "dunno",
 			TempfailAction:    "defer",
 			CatchallTTL:       Duration(24 * time.Hour),
+			TLS:               "opportunistic",
 
 			PoolSize:                4,
 			MaxConnectionsPerServer: 10,
@@ -536,6 +548,15 @@ func validateCallout(prefix string, co *Callout) error {
 	if !oneOf(co.TempfailAction, "dunno", "defer") {
 		return keyError(prefix+"tempfail_action", "%q is not one of dunno, defer", co.TempfailAction)
 	}
+	if !oneOf(co.TLS, "opportunistic", "required", "off") {
+		return keyError(prefix+"tls", "%q is not one of opportunistic, required, off", co.TLS)
+	}
+	if co.TLSCAFile != "" && !filepath.IsAbs(co.TLSCAFile) {
+		return keyError(prefix+"tls_ca_file", "%q: path must be absolute", co.TLSCAFile)
+	}
+	if (co.TLSCAFile != "" || co.TLSServerName != "") && !co.TLSVerify {
+		return keyError(prefix+"tls_verify", "tls_ca_file and tls_server_name are used only with tls_verify = true")
+	}
 	if co.CatchallTTL < Duration(time.Minute) || co.CatchallTTL > Duration(30*24*time.Hour) {
 		return keyError(prefix+"catchall_ttl", "%s: must be between 1m and 30d", co.CatchallTTL.D())
 	}
@@ -679,6 +700,12 @@ func (c *Config) Resolve(key string, r *Route) error {
 		co.ProbeCatchall = *r.ProbeCatchall
 	}
 	setD(&co.CatchallTTL, r.CatchallTTL)
+	setS(&co.TLS, r.TLS)
+	if r.TLSVerify != nil {
+		co.TLSVerify = *r.TLSVerify
+	}
+	setS(&co.TLSServerName, r.TLSServerName)
+	setS(&co.TLSCAFile, r.TLSCAFile)
 	if r.SourceAddress != nil {
 		co.SourceAddress = *r.SourceAddress
 	}

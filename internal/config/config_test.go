@@ -40,6 +40,7 @@ func TestExampleConfig(t *testing.T) {
 			UnreachableAction:       "dunno",
 			TempfailAction:          "defer",
 			CatchallTTL:             Duration(24 * time.Hour),
+			TLS:                     "opportunistic",
 			PoolSize:                4,
 			MaxConnectionsPerServer: 10,
 			PoolIdleTimeout:         Duration(30 * time.Second),
@@ -78,7 +79,7 @@ func TestExampleConfig(t *testing.T) {
 	e := routes[1].Effective
 	wantCo := Callout{HeloName: "gateway.example.net", MailFrom: "postmaster@gateway.example.net",
 		ConnectTimeout: Duration(5 * time.Second), CommandTimeout: Duration(5 * time.Second), RequestTimeout: Duration(15 * time.Second),
-		UnreachableAction: "dunno", TempfailAction: "dunno", RecipientDelimiter: "+", ProbeCatchall: true, CatchallTTL: Duration(12 * time.Hour),
+		UnreachableAction: "dunno", TempfailAction: "dunno", RecipientDelimiter: "+", ProbeCatchall: true, CatchallTTL: Duration(12 * time.Hour), TLS: "required", TLSVerify: true, TLSServerName: "mailstore.example.com",
 		PoolSize: 4, MaxConnectionsPerServer: 10, PoolIdleTimeout: Duration(30 * time.Second), MaxSessionAge: Duration(5 * time.Minute),
 		SessionMaxErrors: 8, SessionMaxRecipients: 900}
 	if !reflect.DeepEqual(e.Callout, wantCo) || e.PositiveTTL != Duration(7*24*time.Hour) || e.NegativeTTL != Duration(30*time.Minute) || e.TempfailTTL != Duration(time.Minute) {
@@ -245,6 +246,7 @@ func TestDefaults(t *testing.T) {
 			UnreachableAction:       "dunno",
 			TempfailAction:          "defer",
 			CatchallTTL:             Duration(24 * time.Hour),
+			TLS:                     "opportunistic",
 			PoolSize:                4,
 			MaxConnectionsPerServer: 10,
 			PoolIdleTimeout:         Duration(30 * time.Second),
@@ -419,6 +421,8 @@ func TestParseErrors(t *testing.T) {
 		{name: "ldap without base", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`), want: `calloutd.toml: route[0].ldap_base_dn: must not be empty`},
 		{name: "ldap filter without %s", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`, `ldap_base_dn = "dc=x"`, `ldap_filter = "(mail=bob)"`), want: `calloutd.toml: route[0].ldap_filter: "(mail=bob)": has no %s for the address`},
 		{name: "ldap filter syntax", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`, `ldap_base_dn = "dc=x"`, `ldap_filter = "(mail=%s"`), want: `calloutd.toml: route[0].ldap_filter: "(mail=%s": LDAP Result Code 201 "Filter Compile Error": ldap: unexpected end of filter`},
+		{name: "tls mode", toml: "[callout]\ntls = \"may\"\n", want: `calloutd.toml: callout.tls: "may" is not one of opportunistic, required, off`},
+		{name: "tls ca without verify", toml: "[callout]\ntls_ca_file = \"/etc/ca.pem\"\n", want: `calloutd.toml: callout.tls_verify: tls_ca_file and tls_server_name are used only with tls_verify = true`},
 		{name: "harvest action", toml: "[harvest]\naction = \"drop\"\n", want: `calloutd.toml: harvest.action: "drop" is not one of reject, defer`},
 		{name: "harvest negative", toml: "[harvest]\nmax_unknown = -1\n", want: `calloutd.toml: harvest.max_unknown: -1: must not be negative (0 = off)`},
 		{name: "harvest ipv6 prefix", toml: "[harvest]\nipv6_prefix = 129\n", want: `calloutd.toml: harvest.ipv6_prefix: 129: must be between 16 and 128`},

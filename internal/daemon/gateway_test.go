@@ -524,3 +524,67 @@ servers = [%q]
 		t.Errorf("lookup @all.test: %+v, %v; want the catch-all verdict", resp, err)
 	}
 }
+
+// STARTTLS on callouts: opportunistic by default (encrypted when
+// announced, plain text when the backend's TLS is broken), required
+// (no TLS, no verdict: DUNNO), verified against a CA file and a name; what
+// a server sends between its 220 and the handshake never counts.
+func TestCalloutTLS(t *testing.T) {
+	srvTLS, caFile := smtptest.TLSConfig(t)
+	users := smtptest.Users("alice@example.test")
+	withTLS := smtptest.NewServer(t, smtptest.Behavior{TLS: srvTLS, Rcpt: users})
+	plain := smtptest.NewServer(t, smtptest.Behavior{Rcpt: users})
+	// Announces STARTTLS, says 220, and cannot do TLS.
+	broken := smtptest.NewServer(t, smtptest.Behavior{Rcpt: users, EHLO: "250-broken\r\n250-STARTTLS\r\n250 8BITMIME",
+		Raw: map[string]string{"STARTTLS": "220 2.0.0 go ahead\r\n"}})
+	// Injects a reply after its 220 (a man in the middle would).
+	injecting := smtptest.NewServer(t, smtptest.Behavior{TLS: srvTLS, Rcpt: users,
+		Raw: map[string]string{"STARTTLS": "220 2.0.0 Ready\r\n250 2.1.5 injected\r\n"}})
+	route := func(name, server, extra string) string {
+		return fmt.Sprintf("[[route]]\nname = %q\ndomains = [\"%s.test\"]\nservers = [%q]\n%s\n", name, name, server, extra)
+	}
+	cfg := `listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+` + route("opp", withTLS.Addr(), "") + route("plain", plain.Addr(), "") + route("broken", broken.Addr(), "") +
+		route("inject", injecting.Addr(), "") +
+		route("req", plain.Addr(), `tls = "required"`) +
+		route("verified", withTLS.Addr(), fmt.Sprintf("tls = \"required\"\ntls_verify = true\ntls_ca_file = %q\ntls_server_name = \"mail.example.test\"", caFile)) +
+		route("wrongname", withTLS.Addr(), fmt.Sprintf("tls = \"required\"\ntls_verify = true\ntls_ca_file = %q\ntls_server_name = \"other.example.test\"", caFile))
+	// The routes' domains are <name>.test; the backends know
+	// alice@example.test only, so every address here is unknown to them:
+	// a 550 proves the backend was asked.
+	td := startDaemon(t, cfg)
+	p := dialPolicy(t, td.policy)
+	for _, c := range []struct{ rcpt, want string }{
+		{"bob@opp.test", unknownAnswer},
+		{"bob@plain.test", unknownAnswer},
+		{"bob@broken.test", unknownAnswer}, // TLS failed: asked again in plain text
+		{"bob@inject.test", unknownAnswer}, // the injected 250 is dropped
+		{"bob@req.test", "DUNNO"},          // required, not announced: cannot be asked
+		{"bob@verified.test", unknownAnswer},
+		{"bob@wrongname.test", "DUNNO"}, // certificate not for that name
+	} {
+		if got := p.askAs("203.0.113.9", "", c.rcpt); got != c.want {
+			t.Errorf("%s: %q, want %q", c.rcpt, got, c.want)
+		}
+	}
+	if n := withTLS.TLSSessions(); n < 2 {
+		t.Errorf("TLS backend upgraded %d sessions, want at least 2 (opp, verified)", n)
+	}
+	if n := injecting.TLSSessions(); n != 1 {
+		t.Errorf("injecting backend upgraded %d sessions, want 1", n)
+	}
+	ehlos := 0
+	for _, l := range withTLS.Lines() {
+		if strings.HasPrefix(l, "EHLO") {
+			ehlos++
+		}
+	}
+	if ehlos < 2*withTLS.TLSSessions() {
+		t.Errorf("%d EHLOs for %d TLS sessions: EHLO must be said again after STARTTLS", ehlos, withTLS.TLSSessions())
+	}
+	wantMetrics(t, td, `calloutd_backend_failures_total{reason="tls",server="`+plain.Addr()+`"} 1`)
+}

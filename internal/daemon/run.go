@@ -70,19 +70,54 @@ func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) (*Routing, e
 	return newRouting(cfg, callout.PerRoute{Default: newClient(cfg, trace)}, directory.NewPool(), trace)
 }
 
+// smtpSettings are how a route's (or the global) [callout] keys ask SMTP
+// servers.
+func smtpSettings(co *config.Callout, rules *callout.Rules) (*callout.Settings, error) {
+	st := &callout.Settings{
+		HeloName:       co.HeloName,
+		MailFrom:       co.MailFrom,
+		ConnectTimeout: co.ConnectTimeout.D(),
+		CommandTimeout: co.CommandTimeout.D(),
+		Rules:          rules,
+		Source4:        co.Source4,
+		Source6:        co.Source6,
+		TLS:            co.TLS,
+	}
+	if co.TLSVerify {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: co.TLSServerName}
+		if co.TLSCAFile != "" {
+			pool, err := loadCA(co.TLSCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls_ca_file: %w", err)
+			}
+			tc.RootCAs = pool
+		}
+		st.TLSConfig, st.TLSKey = tc, "verify|"+co.TLSServerName+"|"+co.TLSCAFile
+	}
+	return st, nil
+}
+
+func loadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
 // ldapProber is the directory prober of an LDAP route.
 func ldapProber(r *config.Route, dir *directory.Pool, trace func(callout.TraceEvent)) (*directory.Prober, error) {
 	st := &directory.Settings{StartTLS: r.LDAPStartTLS, BindDN: r.LDAPBindDN, BindPassword: r.LDAPBindPassword,
 		BaseDN: r.LDAPBaseDN, Filter: r.LDAPFilter, Timeout: r.LDAPTimeout.D(), CAFile: r.LDAPCAFile,
 		TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if r.LDAPCAFile != "" {
-		pem, err := os.ReadFile(r.LDAPCAFile)
+		pool, err := loadCA(r.LDAPCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("route %q: ldap_ca_file: %w", r.Name, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("route %q: ldap_ca_file %s: no PEM certificate in it", r.Name, r.LDAPCAFile)
 		}
 		st.TLS.RootCAs = pool
 	}
@@ -92,17 +127,13 @@ func ldapProber(r *config.Route, dir *directory.Pool, trace func(callout.TraceEv
 // newClient is a client with cfg's global [callout] settings: one session
 // per probe, as calloutd check wants it.
 func newClient(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Client {
-	return &callout.Client{
-		Settings: callout.Settings{
-			HeloName:       cfg.Callout.HeloName,
-			MailFrom:       cfg.Callout.MailFrom,
-			ConnectTimeout: cfg.Callout.ConnectTimeout.D(),
-			CommandTimeout: cfg.Callout.CommandTimeout.D(),
-			Source4:        cfg.Callout.Source4,
-			Source6:        cfg.Callout.Source6,
-		},
-		Trace: trace,
+	c := &callout.Client{Trace: trace}
+	// Routes carry their own settings; these serve calloutd check
+	// -server, asked without a route.
+	if st, err := smtpSettings(&cfg.Callout, nil); err == nil {
+		c.Settings = *st
 	}
+	return c
 }
 
 // NewPool is the daemon's session pool, with cfg's [callout] pool keys.
@@ -142,15 +173,11 @@ func newRouting(cfg *config.Config, prober callout.Prober, dir *directory.Pool, 
 			}
 			routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.LDAPURLs, Prober: dp}
 		} else {
-			routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.Servers, Settings: &callout.Settings{
-				HeloName:       e.Callout.HeloName,
-				MailFrom:       e.Callout.MailFrom,
-				ConnectTimeout: e.Callout.ConnectTimeout.D(),
-				CommandTimeout: e.Callout.CommandTimeout.D(),
-				Rules:          e.Rules,
-				Source4:        e.Callout.Source4,
-				Source6:        e.Callout.Source6,
-			}}
+			st, err := smtpSettings(&e.Callout, e.Rules)
+			if err != nil {
+				return nil, fmt.Errorf("route %q: %w", r.Name, err)
+			}
+			routes[i] = callout.Route{Name: r.Name, Domains: r.Domains, Servers: r.Servers, Settings: st}
 		}
 		p := policyOf(&e.Callout, e.PositiveTTL, e.NegativeTTL, e.TempfailTTL, cfg.Cache.PositiveRefresh)
 		p.DryRun, p.NoCallout, p.Delimiter = e.DryRun, e.NoCallout, e.Callout.RecipientDelimiter
@@ -555,17 +582,19 @@ func (d *Daemon) markBackends(old, cfg *config.Config) {
 }
 
 // poolKeys tells which pooled sessions cfg's routes still use.
-func poolKeys(cfg *config.Config) func(server, helo, from, source string) bool {
-	type key struct{ server, helo, from, source string }
+func poolKeys(cfg *config.Config) func(server, helo, from, source, tls string) bool {
+	type key struct{ server, helo, from, source, tls string }
 	keep := map[key]bool{}
 	for _, r := range cfg.Routes {
-		co := &r.Effective.Callout
-		src := (&callout.Settings{Source4: co.Source4, Source6: co.Source6}).Source()
+		st, err := smtpSettings(&r.Effective.Callout, nil)
+		if err != nil {
+			continue // newRouting refused this configuration already
+		}
 		for _, srv := range r.Servers {
-			keep[key{srv, co.HeloName, co.MailFrom, src}] = true
+			keep[key{srv, st.HeloName, st.MailFrom, st.Source(), st.TLS + "|" + st.TLSKey}] = true
 		}
 	}
-	return func(server, helo, from, source string) bool { return keep[key{server, helo, from, source}] }
+	return func(server, helo, from, source, tls string) bool { return keep[key{server, helo, from, source, tls}] }
 }
 
 // ldapServers are the LDAP URLs cfg's routes search.

@@ -2,6 +2,7 @@ package smtptest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"maps"
 	"net"
@@ -72,6 +73,9 @@ type Behavior struct {
 	Drop string
 	// Delay is waited before every reply.
 	Delay time.Duration
+	// TLS, when set, makes the server announce STARTTLS (with the default
+	// EHLO reply) and upgrade the connection when asked.
+	TLS *tls.Config
 	// Raw maps a verb to bytes written verbatim instead of its reply, e.g.
 	// "garbage\r\n" or "250-ok\r\n" (a reply that never ends). The session
 	// then goes on as if a reply had been sent.
@@ -113,6 +117,7 @@ type Server struct {
 	counts   map[string]int
 	sessions int
 	peers    map[string]int // client IP -> connections
+	tlsUp    int            // sessions upgraded with STARTTLS
 }
 
 // NewServer starts a server on 127.0.0.1:0 that behaves as b says. It is
@@ -266,6 +271,7 @@ type session struct {
 	s      *Server
 	c      net.Conn
 	silent bool
+	tls    bool
 }
 
 func (s *Server) serve(c net.Conn) {
@@ -298,10 +304,36 @@ func (s *Server) serve(c net.Conn) {
 		verb, arg, _ := strings.Cut(line, " ")
 		verb = strings.ToUpper(verb)
 		s.record(line, verb)
-		if !ss.respond(verb, s.reply(verb, arg)) {
+		if verb == "STARTTLS" && s.b.TLS != nil && !ss.tls {
+			if !ss.respond(verb, "220 2.0.0 Ready to start TLS") {
+				return
+			}
+			tc := tls.Server(c, s.b.TLS)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.tlsUp++
+			s.mu.Unlock()
+			ss.c, ss.tls = tc, true
+			br = bufio.NewReaderSize(tc, MaxLine+1) // nothing sent before the handshake counts
+			continue
+		}
+		reply := s.reply(verb, arg)
+		if verb == "EHLO" && s.b.EHLO == "" && s.b.TLS != nil && !ss.tls {
+			reply = "250-smtptest\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME"
+		}
+		if !ss.respond(verb, reply) {
 			return
 		}
 	}
+}
+
+// TLSSessions returns how many sessions were upgraded with STARTTLS.
+func (s *Server) TLSSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tlsUp
 }
 
 // reply returns the scripted reply to a command.
