@@ -21,6 +21,20 @@ import (
 // and the CA's certificate as a PEM file in t.TempDir.
 func TLSConfig(t testing.TB) (server *tls.Config, caFile string) {
 	t.Helper()
+	server, _, _, caFile = tlsFiles(t)
+	return server, caFile
+}
+
+// TLSFiles writes the same kind of certificate, its key and its CA as PEM
+// files in t.TempDir (for a real server such as Postfix).
+func TLSFiles(t testing.TB) (certFile, keyFile, caFile string) {
+	t.Helper()
+	_, certFile, keyFile, caFile = tlsFiles(t)
+	return certFile, keyFile, caFile
+}
+
+func tlsFiles(t testing.TB) (server *tls.Config, certFile, keyFile, caFile string) {
+	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -52,12 +66,23 @@ func TLSConfig(t testing.TB) (server *tls.Config, caFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
 		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for _, f := range []struct {
+		path, typ string
+		der       []byte
+		mode      os.FileMode
+	}{{caFile, "CERTIFICATE", caDER, 0o644}, {certFile, "CERTIFICATE", leafDER, 0o644}, {keyFile, "PRIVATE KEY", keyDER, 0o600}} {
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}},
 		MinVersion:   tls.VersionTLS12,
-	}, caFile
+	}, certFile, keyFile, caFile
 }
