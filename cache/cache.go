@@ -77,8 +77,26 @@ type Coalescer interface {
 	Claim(ctx context.Context, key string, lease time.Duration) (e Entry, ok bool, release func())
 }
 
-// Key normalises an address ("local@domain") into a cache key: lower case,
-// trailing dot of the domain removed.
+// Key normalises an address ("local@domain") into a cache key: ASCII
+// letters in lower case, trailing dot of the domain removed. Only ASCII is
+// folded: Unicode's lower case maps some characters outside ASCII into it
+// (U+0130 İ becomes "i"), which would let İnfo@ share a verdict with
+// info@.
 func Key(local, domain string) string {
-	return strings.ToLower(local) + "@" + strings.ToLower(strings.TrimSuffix(domain, "."))
+	return asciiLower(local) + "@" + asciiLower(strings.TrimSuffix(domain, "."))
+}
+
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }

@@ -563,3 +563,17 @@ func TestMemoryInternOverflow(t *testing.T) {
 		}
 	}
 }
+
+// Only ASCII letters fold: U+0130 (İ) lower-cases to a plain "i" in
+// Unicode, and İnfo@ must not share info@'s verdict.
+func TestKeyFoldsASCIIOnly(t *testing.T) {
+	for _, c := range []struct{ local, domain, want string }{
+		{"Bob", "Example.COM.", "bob@example.com"},
+		{"İnfo", "example.com", "İnfo@example.com"},
+		{"JÖHN", "example.com", "jÖhn@example.com"},
+	} {
+		if got := Key(c.local, c.domain); got != c.want {
+			t.Errorf("Key(%q, %q) = %q, want %q", c.local, c.domain, got, c.want)
+		}
+	}
+}

@@ -253,19 +253,22 @@ func CheckHostname(d string) error {
 }
 
 // Base returns the address without its extension, as Postfix's
-// recipient_delimiter splits it: the local part ends before the first of
-// the delimiter characters ("bob+news" → "bob" with "+"). A local part
-// that starts with a delimiter keeps it, and with "-" so do Postfix's
-// owner-list and list-request forms.
+// recipient_delimiter splits it (split_addr): the local part ends before
+// the first of the delimiter characters ("bob+news" → "bob" with "+"). A
+// local part that starts with a delimiter keeps it, and, when "-" is a
+// delimiter, so do owner-list and list-request (in any case).
 func (a Address) Base(delimiters string) Address {
 	if delimiters == "" {
 		return a
 	}
+	if strings.ContainsRune(delimiters, '-') {
+		l := strings.ToLower(a.Local)
+		if strings.HasPrefix(l, "owner-") || strings.HasSuffix(l, "-request") {
+			return a
+		}
+	}
 	i := strings.IndexAny(a.Local, delimiters)
 	if i <= 0 {
-		return a
-	}
-	if a.Local[i] == '-' && (strings.HasPrefix(a.Local, "owner-") || strings.HasSuffix(a.Local, "-request")) {
 		return a
 	}
 	return Address{Local: a.Local[:i], Domain: a.Domain}

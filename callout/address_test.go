@@ -380,6 +380,9 @@ func TestBase(t *testing.T) {
 		{"owner-list", "-", "owner-list"}, // Postfix keeps these whole
 		{"list-request", "-", "list-request"},
 		{"a-b", "-", "a"},
+		{"Owner-List", "-", "Owner-List"},
+		{"list+x-request", "+-", "list+x-request"},
+		{"list+x-request", "+", "list"},
 	} {
 		got := Address{Local: c.local, Domain: "example.com"}.Base(c.delims)
 		if got.Local != c.want || got.Domain != "example.com" {

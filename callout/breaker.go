@@ -117,7 +117,8 @@ func (b *Breaker) admit(server string) (trial, ok bool) {
 // to, as opposed to a reply it gave, or a budget that ran out.
 func connectionFailure(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, ErrBreakerOpen) || errors.Is(err, errPoolClosed) || errors.Is(err, ErrNoSMTPUTF8) {
+		errors.Is(err, ErrBreakerOpen) || errors.Is(err, errPoolClosed) || errors.Is(err, ErrNoSMTPUTF8) ||
+		errors.Is(err, ErrNotAskable) {
 		return false
 	}
 	var e *Error

@@ -90,6 +90,12 @@ func (e *Error) Reason() string {
 	return string(e.Stage)
 }
 
+// ErrNotAskable marks an error after which the server is not at fault: it
+// answered, with a refusal or an error of its own (an LDAP bind refused,
+// a search error), or the address could not be put to it. The circuit
+// breaker does not count it.
+var ErrNotAskable = errors.New("the server answered, or could not be asked about this address")
+
 // ErrNoSMTPUTF8: the recipient's local part is UTF-8 and the server does
 // not announce SMTPUTF8, so it cannot be asked (RFC 6531 3.2); nothing was
 // sent, and it says nothing about the recipient or the server's health.

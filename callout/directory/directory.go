@@ -57,7 +57,10 @@ const (
 // referrals are not followed, so nothing is known.
 var ErrReferral = errors.New("the search returned only referrals, which are not followed")
 
-// Probe implements callout.Prober.
+// Probe implements callout.Prober. One deadline covers the connection,
+// StartTLS, the bind and the search: the smaller of ldap_timeout and the
+// verdict's budget. A pooled connection that turns out dead is replaced
+// once by a new one.
 func (p *Prober) Probe(ctx context.Context, _ *callout.Route, server string, rcpt callout.Address) (callout.Result, error) {
 	st := p.Settings
 	start := time.Now()
@@ -65,35 +68,64 @@ func (p *Prober) Probe(ctx context.Context, _ *callout.Route, server string, rcp
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
+	deadline := start.Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	if timeout <= 0 {
-		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageConnect, Err: context.DeadlineExceeded}
+	if rcpt.UTF8() {
+		// Directories hold mail addresses as ASCII (IA5String): not
+		// found would mean nothing.
+		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageSearch,
+			Err: fmt.Errorf("%w (directories are not searched for UTF-8 local parts)", callout.ErrNoSMTPUTF8)}
 	}
 	trace := func(sent bool, line string) {
 		if p.Trace != nil {
 			p.Trace(callout.TraceEvent{Server: server, Sent: sent, Line: line, Elapsed: time.Since(start)})
 		}
 	}
-	c, err := p.Pool.get(key(server, st), func() (*ldap.Conn, error) { return dial(server, st, timeout, trace) })
-	if err != nil {
-		return callout.Result{}, err
+	k := key(server, st)
+	for try := 0; ; try++ {
+		c, reused, err := p.Pool.get(k, func() (*ldap.Conn, error) { return dial(server, st, deadline, trace) })
+		if err != nil {
+			return callout.Result{}, budgetErr(err, deadline)
+		}
+		res, err := p.search(c, server, rcpt, deadline, trace)
+		var ce *callout.Error
+		if err != nil && reused && try == 0 && errors.As(err, &ce) && ce.Stage == callout.StageConnect && time.Now().Before(deadline) {
+			continue // the pooled connection was dead: once more on a new one
+		}
+		return res, budgetErr(err, deadline)
 	}
-	c.SetTimeout(timeout)
+}
+
+// search runs the search on c, and gives c back to the pool unless it
+// failed.
+func (p *Prober) search(c *ldap.Conn, server string, rcpt callout.Address, deadline time.Time, trace func(bool, string)) (callout.Result, error) {
+	st := p.Settings
+	left := time.Until(deadline)
+	if left <= 0 {
+		c.Close()
+		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageSearch, Err: context.DeadlineExceeded}
+	}
+	c.SetTimeout(left)
+	// A server that stops answering must not hold the request past its
+	// deadline, whatever the library does with its timeout.
+	stop := time.AfterFunc(left, func() { c.Close() })
+	defer stop.Stop()
 	filter := strings.ReplaceAll(st.Filter, "%s", ldap.EscapeFilter(rcpt.String()))
 	trace(true, fmt.Sprintf("search base=%q scope=sub filter=%s", st.BaseDN, filter))
 	req := ldap.NewSearchRequest(st.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-		0, int(max(timeout/time.Second, 1)), false, filter, []string{"1.1"}, nil)
+		0, int(max(left/time.Second, 1)), false, filter, []string{"1.1"}, nil)
 	res, err := c.Search(req)
 	if err != nil {
 		c.Close()
 		trace(false, "error: "+err.Error())
-		stage := callout.StageSearch
 		if ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {
-			stage = callout.StageConnect
+			return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageConnect, Err: unwrapLDAP(err)}
 		}
-		return callout.Result{}, &callout.Error{Server: server, Stage: stage, Err: err}
+		// The server answered with an error (no such base, a size or
+		// time limit): not a failing server.
+		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageSearch, Err: fmt.Errorf("%w: %w", callout.ErrNotAskable, err)}
 	}
 	p.Pool.put(key(server, st), c)
 	switch {
@@ -102,26 +134,40 @@ func (p *Prober) Probe(ctx context.Context, _ *callout.Route, server string, rcp
 		return callout.Result{Verdict: callout.Valid, Class: callout.Classification{Meaning: callout.MeansExists, Reason: ReasonFound}}, nil
 	case len(res.Referrals) > 0:
 		trace(false, fmt.Sprintf("no entry, %d referrals (not followed): %s", len(res.Referrals), strings.Join(res.Referrals, " ")))
-		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageSearch, Err: ErrReferral}
+		return callout.Result{}, &callout.Error{Server: server, Stage: callout.StageSearch, Err: fmt.Errorf("%w: %w", callout.ErrNotAskable, ErrReferral)}
 	}
 	trace(false, "no entry")
 	return callout.Result{Verdict: callout.Unknown, Class: callout.Classification{Meaning: callout.MeansUnknown, Reason: ReasonNotFound}}, nil
 }
 
+// budgetErr: a failure at or after the deadline is the budget running
+// out, not the server failing (the breaker must not count it).
+func budgetErr(err error, deadline time.Time) error {
+	var ce *callout.Error
+	if err == nil || !errors.As(err, &ce) || time.Now().Before(deadline) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &callout.Error{Server: ce.Server, Stage: ce.Stage, Err: fmt.Errorf("%w: %w", context.DeadlineExceeded, ce.Err)}
+}
+
 // dial connects to server (an LDAP URL), upgrades it with StartTLS when
-// asked, and binds.
-func dial(server string, st *Settings, timeout time.Duration, trace func(bool, string)) (*ldap.Conn, error) {
+// asked, and binds, all before deadline.
+func dial(server string, st *Settings, deadline time.Time, trace func(bool, string)) (*ldap.Conn, error) {
 	u, err := url.Parse(server)
 	if err != nil {
 		return nil, &callout.Error{Server: server, Stage: callout.StageConnect, Err: err}
 	}
 	tc := tlsFor(st, u.Hostname())
 	trace(true, "connect "+server)
-	c, err := ldap.DialURL(server, ldap.DialWithDialer(&net.Dialer{Timeout: timeout}), ldap.DialWithTLSConfig(tc))
+	c, err := ldap.DialURL(server, ldap.DialWithDialer(&net.Dialer{Deadline: deadline}), ldap.DialWithTLSConfig(tc))
 	if err != nil {
 		return nil, &callout.Error{Server: server, Stage: callout.StageConnect, Err: unwrapLDAP(err)}
 	}
-	c.SetTimeout(timeout)
+	// StartTLS's handshake and the bind have no deadline of their own
+	// in the library: closing the connection at the deadline ends them.
+	stop := time.AfterFunc(time.Until(deadline), func() { c.Close() })
+	defer stop.Stop()
+	c.SetTimeout(max(time.Until(deadline), time.Millisecond))
 	if st.StartTLS && u.Scheme == "ldap" {
 		trace(true, "starttls")
 		if err := c.StartTLS(tc); err != nil {
@@ -134,7 +180,10 @@ func dial(server string, st *Settings, timeout time.Duration, trace func(bool, s
 		if err := c.Bind(st.BindDN, st.BindPassword); err != nil {
 			c.Close()
 			trace(false, "error: "+err.Error())
-			return nil, &callout.Error{Server: server, Stage: callout.StageBind, Err: err}
+			if ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {
+				return nil, &callout.Error{Server: server, Stage: callout.StageConnect, Err: unwrapLDAP(err)}
+			}
+			return nil, &callout.Error{Server: server, Stage: callout.StageBind, Err: fmt.Errorf("%w: %w", callout.ErrNotAskable, err)}
 		}
 	}
 	return c, nil
@@ -184,7 +233,8 @@ type Pool struct {
 // NewPool returns an empty pool.
 func NewPool() *Pool { return &Pool{idle: make(map[poolKey][]*ldap.Conn)} }
 
-func (p *Pool) get(k poolKey, dial func() (*ldap.Conn, error)) (*ldap.Conn, error) {
+// get returns an idle connection (reused) or a new one.
+func (p *Pool) get(k poolKey, dial func() (*ldap.Conn, error)) (c *ldap.Conn, reused bool, err error) {
 	p.mu.Lock()
 	for {
 		conns := p.idle[k]
@@ -198,10 +248,11 @@ func (p *Pool) get(k poolKey, dial func() (*ldap.Conn, error)) (*ldap.Conn, erro
 			continue
 		}
 		p.mu.Unlock()
-		return c, nil
+		return c, true, nil
 	}
 	p.mu.Unlock()
-	return dial()
+	c, err = dial()
+	return c, false, err
 }
 
 func (p *Pool) put(k poolKey, c *ldap.Conn) {

@@ -90,6 +90,10 @@ func TestVerdicts(t *testing.T) {
 			t.Errorf("%s (filter %s): %v, %v; want %v", c.rcpt, c.p.Settings.Filter, res.Verdict, err, c.want)
 		}
 	}
+	// A UTF-8 local part is not searched: the directory could not say.
+	if res, err := probe(plain, srv.URL(), "jöhn@example.test"); !errors.Is(err, callout.ErrNoSMTPUTF8) {
+		t.Errorf("UTF-8 local part: %v, %v; want ErrNoSMTPUTF8", res.Verdict, err)
+	}
 	// One connection, bound once, served every search of a prober.
 	if n := len(plain.Pool.idle); n != 1 {
 		t.Errorf("%d idle connection keys, want 1", n)

@@ -498,6 +498,10 @@ func (r *Route) validateLDAP(key string) error {
 	}
 	if r.LDAPBindPassword == "" && r.LDAPBindDN != "" {
 		r.LDAPBindPassword = os.Getenv(LDAPPasswordEnv(r.Name))
+		if r.LDAPBindPassword == "" {
+			// Every search would fail (and fail open) for good.
+			return keyError(key+".ldap_bind_password", "empty, and %s is not set either", LDAPPasswordEnv(r.Name))
+		}
 	}
 	if r.Callout != nil && !*r.Callout {
 		return keyError(key+".callout", "false makes no sense on an LDAP route (it asks no SMTP server anyway)")

@@ -420,6 +420,7 @@ func TestParseErrors(t *testing.T) {
 		{name: "ldap url scheme", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["http://dc1"]`, `ldap_base_dn = "dc=x"`), want: `calloutd.toml: route[0].ldap_urls[0]: "http://dc1": want ldap://host[:port] or ldaps://host[:port]`},
 		{name: "ldap without base", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`), want: `calloutd.toml: route[0].ldap_base_dn: must not be empty`},
 		{name: "ldap filter without %s", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`, `ldap_base_dn = "dc=x"`, `ldap_filter = "(mail=bob)"`), want: `calloutd.toml: route[0].ldap_filter: "(mail=bob)": has no %s for the address`},
+		{name: "ldap bind without password", toml: route(`name = "corp"`, `domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`, `ldap_base_dn = "dc=x"`, `ldap_bind_dn = "cn=x"`), want: `calloutd.toml: route[0].ldap_bind_password: empty, and CALLOUTD_LDAP_PASSWORD_CORP is not set either`},
 		{name: "ldap filter syntax", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`, `ldap_base_dn = "dc=x"`, `ldap_filter = "(mail=%s"`), want: `calloutd.toml: route[0].ldap_filter: "(mail=%s": LDAP Result Code 201 "Filter Compile Error": ldap: unexpected end of filter`},
 		{name: "tls mode", toml: "[callout]\ntls = \"may\"\n", want: `calloutd.toml: callout.tls: "may" is not one of opportunistic, required, off`},
 		{name: "tls ca without verify", toml: "[callout]\ntls_ca_file = \"/etc/ca.pem\"\n", want: `calloutd.toml: callout.tls_verify: tls_ca_file and tls_server_name are used only with tls_verify = true`},
@@ -549,6 +550,9 @@ func TestDurationText(t *testing.T) {
 // loads, so the documented per-route examples cannot rot.
 func TestDocsExamplesParse(t *testing.T) {
 	const doc = "../../docs/configuration.md"
+	// The LDAP examples take their passwords from the environment.
+	t.Setenv(LDAPPasswordEnv("corp-ad"), "secret")
+	t.Setenv(LDAPPasswordEnv("mailstore-ldap"), "secret")
 	data, err := os.ReadFile(doc)
 	if err != nil {
 		t.Fatal(err)

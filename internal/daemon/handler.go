@@ -173,9 +173,30 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		return policyd.Dunno
 	}
 	first := rt.PolicyFor(routes[0].Name)
-	// bob+news is bob's mailbox: one verdict, one count for the harvest
-	// limit and the licence count, whatever the extension.
-	rcpt = rcpt.Base(first.Delimiter)
+	base := rcpt.Base(first.Delimiter)
+	if base == rcpt {
+		return h.answer(ctx, req, rt, client, routes, first, rcpt, start)
+	}
+	// recipient_delimiter: bob+news@ exists when bob@ does (asked first:
+	// one verdict for all of bob's extensions, cached) or when bob+news@
+	// itself does (an exact mailbox such as john-smith@ with "-" among
+	// the delimiters), as Postfix looks both up. Unknown only when both
+	// are; a deferral of either wins over the other's rejection.
+	a := h.answer(ctx, req, rt, client, routes, first, base, start)
+	if a == policyd.Dunno {
+		return a
+	}
+	full := h.answer(ctx, req, rt, client, routes, first, rcpt, start)
+	if full != policyd.Dunno && strings.HasPrefix(string(a), "DEFER") {
+		return a
+	}
+	return full
+}
+
+// answer decides about rcpt, one address: harvest limit, recipients
+// files, catch-all, cache, callout.
+func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
+	first *Policy, rcpt callout.Address, start time.Time) policyd.Action {
 	key := cache.Key(rcpt.Local, rcpt.Domain)
 	// One budget for the whole verdict, cache included: the first route's
 	// request_timeout, from the request's start.
