@@ -19,6 +19,7 @@ const (
 	StageMail     Stage = "mail"
 	StageRcpt     Stage = "rcpt"
 	StageTLS      Stage = "starttls"
+	StageDNS      Stage = "dns" // resolving an mx: server entry
 	// A directory (LDAP) server: binding, or searching.
 	StageBind   Stage = "ldap_bind"
 	StageSearch Stage = "ldap_search"
@@ -82,6 +83,8 @@ func (e *Error) Reason() string {
 		return string(e.Stage)
 	case e.Stage == StageTLS:
 		return "tls"
+	case e.Stage == StageDNS:
+		return "dns"
 	case errors.Is(e.Err, ErrMalformedReply):
 		return "protocol"
 	case e.Reply == nil:

@@ -74,7 +74,12 @@ type Verifier struct {
 	routes []Route
 	exact  map[string][]int // domain -> route indexes
 	suffix map[string][]int // ".parent" -> route indexes
+	mx     *MXResolver
 }
+
+// SetMX makes the Verifier resolve "mx:" server entries with r (nil: such
+// entries cannot be asked).
+func (v *Verifier) SetMX(r *MXResolver) { v.mx = r }
 
 // NewVerifier returns a Verifier over routes, which it does not modify.
 func NewVerifier(p Prober, routes []Route) *Verifier {
@@ -151,7 +156,7 @@ func (v *Verifier) VerifyRoutes(ctx context.Context, rcpt Address, routes []*Rou
 	for _, r := range routes {
 		routeUnknown := false
 	servers:
-		for _, server := range r.Servers {
+		for _, server := range v.servers(ctx, r, &out) {
 			if ctxDone(ctx) != nil {
 				break
 			}
@@ -197,6 +202,34 @@ func (v *Verifier) VerifyRoutes(ctx context.Context, rcpt Address, routes []*Rou
 		}
 	}
 	return out
+}
+
+// servers lists r's servers to ask, "mx:" entries resolved; an entry that
+// cannot be resolved is recorded as an attempt that failed.
+func (v *Verifier) servers(ctx context.Context, r *Route, out *Outcome) []string {
+	if !slices.ContainsFunc(r.Servers, IsMX) {
+		return r.Servers
+	}
+	var list []string
+	for _, s := range r.Servers {
+		if !IsMX(s) {
+			list = append(list, s)
+			continue
+		}
+		var found []string
+		err := errors.New("no DNS resolver configured")
+		if v.mx != nil {
+			found, err = v.mx.Servers(ctx, s)
+		}
+		if err != nil {
+			e := &Error{Server: s, Stage: StageDNS, Err: err}
+			out.Attempts = append(out.Attempts, Attempt{Route: r.Name, Server: s, Err: e})
+			out.Err = e
+			continue
+		}
+		list = append(list, found...)
+	}
+	return list
 }
 
 // ctxDone returns ctx's error, or context.DeadlineExceeded once its deadline

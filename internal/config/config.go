@@ -35,7 +35,14 @@ type Config struct {
 	Callout       Callout  `toml:"callout"`
 	Cache         Cache    `toml:"cache"`
 	Stats         Stats    `toml:"stats"`
+	DNS           DNS      `toml:"dns"`
 	Routes        []Route  `toml:"route"`
+}
+
+// DNS is the [dns] table: how "mx:" route servers are resolved.
+type DNS struct {
+	Resolver string   `toml:"resolver"` // "host:port"; "" = /etc/resolv.conf's first nameserver
+	Timeout  Duration `toml:"timeout"`  // per query
 }
 
 // Stats is the [stats] table: the licence count.
@@ -261,6 +268,7 @@ func Default() *Config {
 			SessionMaxRecipients:    900,
 		},
 		Stats: Stats{Window: Duration(30 * 24 * time.Hour)},
+		DNS:   DNS{Timeout: Duration(2 * time.Second)},
 		Cache: Cache{
 			Store:           "memory",
 			MaxEntries:      1_000_000,
@@ -358,6 +366,14 @@ func (c *Config) validate() error {
 	if !oneOf(c.Log.Format, "text", "json") {
 		return keyError("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	if c.DNS.Resolver != "" {
+		if _, err := netip.ParseAddrPort(c.DNS.Resolver); err != nil {
+			return keyError("dns.resolver", "%q: want ip:port", c.DNS.Resolver)
+		}
+	}
+	if c.DNS.Timeout <= 0 || c.DNS.Timeout > Duration(30*time.Second) {
+		return keyError("dns.timeout", "%s: must be above 0 and at most 30s", c.DNS.Timeout.D())
+	}
 	if err := c.Policy.validate(); err != nil {
 		return err
 	}
@@ -435,6 +451,17 @@ func (c *Config) validate() error {
 			return keyError(key+".recipients_file", "%q: path must be absolute", r.RecipientsFile)
 		}
 		for j, s := range r.Servers {
+			if callout.IsMX(s) {
+				host, port, err := callout.ParseMX(s)
+				if err != nil {
+					return keyError(fmt.Sprintf("%s.servers[%d]", key, j), "%v", err)
+				}
+				r.Servers[j] = callout.MXPrefix + host
+				if port != callout.DefaultPort {
+					r.Servers[j] += ":" + strconv.Itoa(port)
+				}
+				continue
+			}
 			hp, err := callout.ParseServer(s)
 			if err != nil {
 				return keyError(fmt.Sprintf("%s.servers[%d]", key, j), "%v", err)

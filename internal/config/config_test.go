@@ -31,6 +31,7 @@ func TestExampleConfig(t *testing.T) {
 		Policy:        Policy{SkipAuthenticated: true},
 		Harvest:       Harvest{Window: Duration(10 * time.Minute), Action: "reject", IPv4Prefix: 32, IPv6Prefix: 64},
 		Stats:         Stats{Window: Duration(30 * 24 * time.Hour)},
+		DNS:           DNS{Timeout: Duration(2 * time.Second)},
 		Callout: Callout{
 			HeloName:                "gateway.example.net",
 			MailFrom:                "",
@@ -238,6 +239,7 @@ func TestDefaults(t *testing.T) {
 		Policy:        Policy{SkipAuthenticated: true},
 		Harvest:       Harvest{Window: Duration(10 * time.Minute), Action: "reject", IPv4Prefix: 32, IPv6Prefix: 64},
 		Stats:         Stats{Window: Duration(30 * 24 * time.Hour)},
+		DNS:           DNS{Timeout: Duration(2 * time.Second)},
 		Callout: Callout{
 			HeloName:                d.Callout.HeloName,
 			ConnectTimeout:          Duration(10 * time.Second),
@@ -424,6 +426,8 @@ func TestParseErrors(t *testing.T) {
 		{name: "ldap filter syntax", toml: route(`domains = ["example.org"]`, `kind = "ldap"`, `ldap_urls = ["ldap://dc1"]`, `ldap_base_dn = "dc=x"`, `ldap_filter = "(mail=%s"`), want: `calloutd.toml: route[0].ldap_filter: "(mail=%s": LDAP Result Code 201 "Filter Compile Error": ldap: unexpected end of filter`},
 		{name: "tls mode", toml: "[callout]\ntls = \"may\"\n", want: `calloutd.toml: callout.tls: "may" is not one of opportunistic, required, off`},
 		{name: "tls ca without verify", toml: "[callout]\ntls_ca_file = \"/etc/ca.pem\"\n", want: `calloutd.toml: callout.tls_verify: tls_ca_file and tls_server_name are used only with tls_verify = true`},
+		{name: "mx server", toml: route(`domains = ["example.org"]`, `servers = ["mx:bad_host"]`), want: `calloutd.toml: route[0].servers[0]: server "mx:bad_host": domain has invalid character '_'`},
+		{name: "dns resolver", toml: "[dns]\nresolver = \"dns.example\"\n", want: `calloutd.toml: dns.resolver: "dns.example": want ip:port`},
 		{name: "harvest action", toml: "[harvest]\naction = \"drop\"\n", want: `calloutd.toml: harvest.action: "drop" is not one of reject, defer`},
 		{name: "harvest negative", toml: "[harvest]\nmax_unknown = -1\n", want: `calloutd.toml: harvest.max_unknown: -1: must not be negative (0 = off)`},
 		{name: "harvest ipv6 prefix", toml: "[harvest]\nipv6_prefix = 129\n", want: `calloutd.toml: harvest.ipv6_prefix: 129: must be between 16 and 128`},

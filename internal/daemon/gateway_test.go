@@ -5,14 +5,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
+
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/dnstest"
 	"github.com/calloutd/calloutd/internal/redistest"
 	"github.com/calloutd/calloutd/internal/smtptest"
 	"github.com/calloutd/calloutd/policyd"
@@ -595,4 +600,46 @@ helo_name = "gw.test"
 		t.Errorf("%d EHLOs for %d TLS sessions: EHLO must be said again after STARTTLS", ehlos, withTLS.TLSSessions())
 	}
 	wantMetrics(t, td, `calloutd_backend_failures_total{reason="tls",server="`+plain.Addr()+`"} 1`)
+}
+
+// Servers from DNS: a route's "mx:" entry is resolved through [dns]
+// resolver (a loopback responder here); a DNS failure makes the route's
+// servers unavailable (DUNNO), never unknown.
+func TestMXServers(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{Rcpt: smtptest.Users("alice@example.test")})
+	_, port, _ := net.SplitHostPort(backend.Addr())
+	dns := dnstest.Start(t)
+	dns.SetMX("backend.test", 300, dnstest.MX{Pref: 10, Host: "mx1.backend.test"})
+	dns.SetAddrs("mx1.backend.test", 300, netip.MustParseAddr("127.0.0.1"))
+	dns.SetRcode("broken.test", dnsmessage.RCodeServerFailure)
+	td := startDaemon(t, fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[dns]
+resolver = %q
+[callout]
+helo_name = "gw.test"
+[[route]]
+name = "mx"
+domains = ["example.test"]
+servers = ["mx:backend.test:%s"]
+[[route]]
+name = "broken"
+domains = ["broken.example"]
+servers = ["mx:broken.test:%s"]
+`, dns.Addr(), port, port))
+	p := dialPolicy(t, td.policy)
+	for _, c := range []struct{ rcpt, want string }{
+		{"alice@example.test", "DUNNO"},
+		{"bob@example.test", unknownAnswer},
+		{"bob@broken.example", "DUNNO"},
+	} {
+		if got := p.askAs("203.0.113.9", "", c.rcpt); got != c.want {
+			t.Errorf("%s: %q, want %q", c.rcpt, got, c.want)
+		}
+	}
+	if n := backend.Count("RCPT"); n != 2 {
+		t.Errorf("backend found through MX saw %d RCPTs, want 2", n)
+	}
+	wantMetrics(t, td, `calloutd_backend_failures_total{reason="dns",server="mx:broken.test:`+port+`"} 1`)
 }

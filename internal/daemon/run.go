@@ -67,7 +67,13 @@ func isTerminal(w io.Writer) bool {
 // servers with its own settings and answers with its own policy. trace, if
 // not nil, sees every SMTP line (debug logging, the tester).
 func NewRouting(cfg *config.Config, trace func(callout.TraceEvent)) (*Routing, error) {
-	return newRouting(cfg, callout.PerRoute{Default: newClient(cfg, trace)}, directory.NewPool(), trace)
+	return newRouting(cfg, callout.PerRoute{Default: newClient(cfg, trace)}, directory.NewPool(), newMX(cfg), trace)
+}
+
+// newMX is the resolver of "mx:" route servers ([dns]); it keeps its
+// answers for their TTL, across reloads.
+func newMX(cfg *config.Config) *callout.MXResolver {
+	return &callout.MXResolver{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.D()}
 }
 
 // smtpSettings are how a route's (or the global) [callout] keys ask SMTP
@@ -153,7 +159,8 @@ func NewPool(cfg *config.Config, trace func(callout.TraceEvent)) *callout.Pool {
 // files read; a file that cannot be read or has a bad line is an error.
 // LDAP routes search through dir (trace, if set, sees their searches);
 // prober must dispatch to them (callout.PerRoute).
-func newRouting(cfg *config.Config, prober callout.Prober, dir *directory.Pool, trace func(callout.TraceEvent)) (*Routing, error) {
+func newRouting(cfg *config.Config, prober callout.Prober, dir *directory.Pool, mx *callout.MXResolver,
+	trace func(callout.TraceEvent)) (*Routing, error) {
 	rt := &Routing{
 		Policy:         policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
 		logCachedDunno: cfg.Log.CachedDunno,
@@ -199,6 +206,7 @@ func newRouting(cfg *config.Config, prober callout.Prober, dir *directory.Pool, 
 		rt.fps[routes[i].Name] = routeFingerprint(&routes[i])
 	}
 	rt.Verifier = callout.NewVerifier(prober, routes)
+	rt.Verifier.SetMX(mx)
 	return rt, nil
 }
 
@@ -226,6 +234,7 @@ type Daemon struct {
 	store   cache.Store
 	pool    *callout.Pool
 	dir     *directory.Pool // LDAP routes' connections
+	mx      *callout.MXResolver
 	breaker *callout.Breaker
 	handler *Handler
 	server  *policyd.Server
@@ -273,8 +282,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	d.pool = NewPool(cfg, d.trace)
 	d.metrics.WatchPool(d.pool)
 	d.dir = directory.NewPool()
+	d.mx = newMX(cfg)
 	d.breaker = &callout.Breaker{Next: callout.PerRoute{Default: d.pool}, OnChange: d.breakerChanged}
-	rt, err := newRouting(cfg, d.breaker, d.dir, d.trace)
+	rt, err := newRouting(cfg, d.breaker, d.dir, d.mx, d.trace)
 	if err != nil {
 		d.dir.Close()
 		d.pool.Close()
@@ -519,7 +529,7 @@ func (d *Daemon) Reload() error {
 	cfg, err := config.Load(d.path)
 	var rt *Routing
 	if err == nil {
-		rt, err = newRouting(cfg, d.breaker, d.dir, d.trace)
+		rt, err = newRouting(cfg, d.breaker, d.dir, d.mx, d.trace)
 	}
 	if err != nil {
 		d.metrics.Reloaded(false)
@@ -542,7 +552,7 @@ func (d *Daemon) Reload() error {
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
 	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Cache.Redis, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Cache.Redis, old.Log.Format, old.Log.File
-	cfg.Stats = old.Stats
+	cfg.Stats, cfg.DNS = old.Stats, old.DNS
 	d.cfg.Store(cfg)
 	d.metrics.Reloaded(true)
 	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
@@ -632,6 +642,7 @@ func restartKeys(a, b *config.Config) []string {
 		{"log.format", a.Log.Format, b.Log.Format},
 		{"log.file", a.Log.File, b.Log.File},
 		{"stats.window", a.Stats.Window, b.Stats.Window},
+		{"dns", a.DNS, b.DNS},
 	} {
 		if k.a != k.b {
 			keys = append(keys, k.name)

@@ -110,7 +110,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}, []string{"server"}),
 		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "backend_failures_total",
-			Help: "Backend servers that could not answer about the recipient, by server and reason: connect, timeout, breaker_open (skipped: its circuit breaker is open), greeting, hello, mail, protocol, closed, canceled, other, tls (STARTTLS refused, missing with tls = \"required\", or a failed handshake), no_smtputf8 (a UTF-8 address and a server without SMTPUTF8), ldap_bind, ldap_search (an LDAP route's directory); or, for a reply to RCPT TO that refused us, its reason (relay_denied, client_refused, helo_refused, sender_refused, policy, rate_limited, closing) or unrecognised.",
+			Help: "Backend servers that could not answer about the recipient, by server and reason: connect, timeout, breaker_open (skipped: its circuit breaker is open), greeting, hello, mail, protocol, closed, canceled, other, dns (an mx: server entry could not be resolved), tls (STARTTLS refused, missing with tls = \"required\", or a failed handshake), no_smtputf8 (a UTF-8 address and a server without SMTPUTF8), ldap_bind, ldap_search (an LDAP route's directory); or, for a reply to RCPT TO that refused us, its reason (relay_denied, client_refused, helo_refused, sender_refused, policy, rate_limited, closing) or unrecognised.",
 		}, []string{"server", "reason"}),
 		backendReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "backend_replies_total",
