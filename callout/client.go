@@ -99,9 +99,11 @@ func (c *Client) Open(ctx context.Context, server string) (*Session, error) {
 
 func (c *Client) openHello(ctx context.Context, st *Settings, server string) (*Session, error) {
 	s, err := c.openHelloTLS(ctx, st, server, st.TLS != "off")
-	if errors.Is(err, errHandshake) && st.TLS != "required" {
+	if errors.Is(err, errHandshake) && st.TLS != "required" && st.TLSConfig == nil {
 		// Opportunistic: a server whose TLS is broken is asked in plain
-		// text, on a new connection (the old one is unusable).
+		// text, on a new connection (the old one is unusable). Not when
+		// certificates are verified: a man in the middle would only
+		// have to present a bad one to get plain text.
 		return c.openHelloTLS(ctx, st, server, false)
 	}
 	return s, err

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sync/singleflight"
 )
 
 // A route's server written "mx:backend.example.net" (or with a port,
@@ -80,8 +81,9 @@ type MXResolver struct {
 	// of this host's interfaces.
 	Local func(netip.Addr) bool
 
-	mu    sync.Mutex
-	cache map[string]*mxEntry
+	mu     sync.Mutex
+	cache  map[string]*mxEntry
+	flight singleflight.Group
 }
 
 type mxEntry struct {
@@ -96,7 +98,7 @@ type mxEntry struct {
 const (
 	mxMinTTL  = 30 * time.Second
 	mxMaxTTL  = time.Hour
-	mxFailTTL = 30 * time.Second
+	mxFailTTL = 5 * time.Second
 )
 
 // Servers returns the servers of an mx: entry, "ip:port", in the order to
@@ -117,7 +119,21 @@ func (r *MXResolver) Servers(ctx context.Context, entry string) ([]string, error
 		return e.servers, e.err
 	}
 	r.mu.Unlock()
-	return r.resolveAndStore(ctx, entry)
+	// One lookup for all the requests that need it, on a context of its
+	// own: a request whose budget is nearly spent must not fail (and
+	// cache the failure of) a lookup others need.
+	ch := r.flight.DoChan(entry, func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*r.timeout())
+		defer cancel()
+		return r.resolveAndStore(lctx, entry)
+	})
+	select {
+	case res := <-ch:
+		servers, _ := res.Val.([]string)
+		return servers, res.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (r *MXResolver) refresh(entry string) {
@@ -219,7 +235,9 @@ func (r *MXResolver) isLocal(a netip.Addr) bool {
 	if r.Local != nil {
 		return r.Local(a)
 	}
-	if a.IsLoopback() {
+	// 0.0.0.0 and :: reach this host too; multicast and link-local are
+	// nobody's mail server.
+	if a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() {
 		return true
 	}
 	addrs, err := net.InterfaceAddrs()
@@ -271,9 +289,10 @@ func (r *MXResolver) query(ctx context.Context, name string, typ dnsmessage.Type
 	}
 	qctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
-	resp, err := exchange(qctx, "udp", server, packed, id)
+	q := msg.Questions[0]
+	resp, err := exchange(qctx, "udp", server, packed, id, q)
 	if err == nil && resp.Header.Truncated {
-		resp, err = exchange(qctx, "tcp", server, packed, id)
+		resp, err = exchange(qctx, "tcp", server, packed, id, q)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dns %s %s: %w", typ, name, err)
@@ -310,7 +329,7 @@ func (r *MXResolver) query(ctx context.Context, name string, typ dnsmessage.Type
 }
 
 // exchange sends one query and reads the answer with the same ID.
-func exchange(ctx context.Context, network, server string, query []byte, id uint16) (*dnsmessage.Message, error) {
+func exchange(ctx context.Context, network, server string, query []byte, id uint16, q dnsmessage.Question) (*dnsmessage.Message, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, network, server)
 	if err != nil {
@@ -335,7 +354,7 @@ func exchange(ctx context.Context, network, server string, query []byte, id uint
 		if _, err := io.ReadFull(c, buf); err != nil {
 			return nil, err
 		}
-		return parseAnswer(buf, id)
+		return parseAnswer(buf, id, q)
 	}
 	if _, err := c.Write(query); err != nil {
 		return nil, err
@@ -346,7 +365,7 @@ func exchange(ctx context.Context, network, server string, query []byte, id uint
 		if err != nil {
 			return nil, err
 		}
-		m, err := parseAnswer(buf[:n], id)
+		m, err := parseAnswer(buf[:n], id, q)
 		if err == nil {
 			return m, nil
 		}
@@ -354,12 +373,14 @@ func exchange(ctx context.Context, network, server string, query []byte, id uint
 	}
 }
 
-func parseAnswer(b []byte, id uint16) (*dnsmessage.Message, error) {
+// parseAnswer accepts only the answer to q: same ID, same question.
+func parseAnswer(b []byte, id uint16, q dnsmessage.Question) (*dnsmessage.Message, error) {
 	var m dnsmessage.Message
 	if err := m.Unpack(b); err != nil {
 		return nil, err
 	}
-	if !m.Header.Response || m.Header.ID != id {
+	if !m.Header.Response || m.Header.ID != id || len(m.Questions) != 1 || m.Questions[0].Type != q.Type ||
+		m.Questions[0].Class != q.Class || !strings.EqualFold(m.Questions[0].Name.String(), q.Name.String()) {
 		return nil, errors.New("dns: answer to another query")
 	}
 	return &m, nil

@@ -36,8 +36,12 @@ func TestMXResolver(t *testing.T) {
 	dns.SetMX("self.test", 300, dnstest.MX{Pref: 10, Host: "gw.self.test"}, dnstest.MX{Pref: 20, Host: "backup.self.test"})
 	dns.SetAddrs("gw.self.test", 300, netip.MustParseAddr("192.0.2.50"))
 	dns.SetAddrs("backup.self.test", 300, netip.MustParseAddr("192.0.2.51"))
+	dns.SetMX("zero.test", 300, dnstest.MX{Pref: 10, Host: "nothing.zero.test"})
+	dns.SetAddrs("nothing.zero.test", 300, netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("::"))
 	r := &MXResolver{Server: dns.Addr(), Timeout: time.Second,
-		Local: func(a netip.Addr) bool { return a == netip.MustParseAddr("192.0.2.50") }}
+		Local: func(a netip.Addr) bool {
+			return a == netip.MustParseAddr("192.0.2.50") || a.IsUnspecified()
+		}}
 
 	for _, c := range []struct {
 		entry string
@@ -62,7 +66,8 @@ func TestMXResolver(t *testing.T) {
 			t.Errorf("%s: %v, %v; want %v", c.entry, got, err, c.want)
 		}
 	}
-	for _, entry := range []string{"mx:broken.test", "mx:nowhere.test"} {
+	// 0.0.0.0 and :: would reach this host's own Postfix.
+	for _, entry := range []string{"mx:broken.test", "mx:nowhere.test", "mx:zero.test"} {
 		if got, err := mxServers(t, r, entry); err == nil || len(got) != 0 {
 			t.Errorf("%s: %v, %v; want an error", entry, got, err)
 		}

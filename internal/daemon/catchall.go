@@ -47,17 +47,25 @@ func (c *catchalls) count() int {
 	return n
 }
 
-// isCatchall tells whether domain is known to be catch-all, waiting for a
-// probe of it in flight (until ctx ends).
-func (h *Handler) isCatchall(ctx context.Context, domain string, timeout time.Duration) bool {
+// isCatchall tells whether domain is known to be catch-all. With no
+// verdict yet and a probe of the domain in flight, it waits for the probe,
+// at most a third of what is left of the request's budget: a slow probe
+// (a backend that tarpits the 550 it should give) must not spend it.
+func (h *Handler) isCatchall(ctx context.Context, domain string, timeout time.Duration, deadline time.Time) bool {
 	key := catchallKey(domain)
-	if ch, ok := h.catchall.inFlight.Load(key); ok {
-		select {
-		case <-ch.(chan struct{}):
-		case <-ctx.Done():
+	e, ok, err := h.lookup(ctx, key, timeout)
+	if err == nil && !ok {
+		if ch, busy := h.catchall.inFlight.Load(key); busy {
+			wait := time.NewTimer(time.Until(deadline) / 3)
+			select {
+			case <-ch.(chan struct{}):
+				e, ok, err = h.lookup(ctx, key, timeout)
+			case <-wait.C:
+			case <-ctx.Done():
+			}
+			wait.Stop()
 		}
 	}
-	e, ok, err := h.lookup(ctx, key, timeout)
 	if err != nil || !ok || e.Verdict != callout.Valid.String() {
 		return false
 	}
@@ -94,7 +102,9 @@ func (h *Handler) probeCatchall(rt *Routing, domain string, route *callout.Route
 		if _, ok, _ := h.lookup(ctx, key, cacheTimeout(p.RequestTimeout)); ok {
 			return // another request or node probed it meanwhile
 		}
-		probe := callout.Address{Local: "calloutd-probe-" + randomHex(), Domain: domain}
+		// A neutral local part: a backend or filter must not be able to
+		// recognise the probe and answer it otherwise.
+		probe := callout.Address{Local: randomHex(), Domain: domain}
 		out := rt.Verifier.VerifyRoutes(ctx, probe, []*callout.Route{route})
 		if out.Verdict != callout.Valid && out.Verdict != callout.Unknown {
 			return // no answer: asked again after the domain's next accepted recipient

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -508,14 +509,14 @@ servers = [%q]
 	if n := all.Count("RCPT"); n > 3 {
 		t.Errorf("catch-all backend saw %d RCPTs for 6 recipients, want at most 3", n)
 	}
-	var probe string
+	var probes int
 	for _, l := range all.Lines() {
-		if strings.Contains(l, "calloutd-probe-") {
-			probe = l
+		if strings.HasPrefix(l, "RCPT TO:<") && !strings.HasPrefix(l, "RCPT TO:<user") {
+			probes++
 		}
 	}
-	if probe == "" {
-		t.Errorf("no probe RCPT among %q", all.Lines())
+	if probes != 1 {
+		t.Errorf("%d probe RCPTs among %q, want 1", probes, all.Lines())
 	}
 	// picky.test: probed once, rejected; its recipients are still verified.
 	for _, c := range []struct{ rcpt, want string }{
@@ -529,6 +530,10 @@ servers = [%q]
 	}
 	if n := picky.Count("RCPT"); n != 4 {
 		t.Errorf("picky backend saw %d RCPTs, want 4 (3 recipients and one probe)", n)
+	}
+	body := httpGet(t, "http://"+td.metrics+"/metrics", 200)
+	if n, ok := metricValue(body, `calloutd_verdicts_total{source="catchall",verdict="valid"}`); !ok || n < 3 {
+		t.Errorf("answered as catch-all without a callout: %v, want at least 3 of the 6", n)
 	}
 	wantMetrics(t, td, `calloutd_catchall_domains 1`, `calloutd_catchall_probes_total{result="catchall"} 1`,
 		`calloutd_catchall_probes_total{result="not_catchall"} 1`)
@@ -642,4 +647,15 @@ servers = ["mx:broken.test:%s"]
 		t.Errorf("backend found through MX saw %d RCPTs, want 2", n)
 	}
 	wantMetrics(t, td, `calloutd_backend_failures_total{reason="dns",server="mx:broken.test:`+port+`"} 1`)
+}
+
+// metricValue reads one series' value from a scrape.
+func metricValue(body, series string) (float64, bool) {
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }

@@ -219,7 +219,7 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 		routes = rest
 	}
 
-	if first.ProbeCatchall && h.isCatchall(ctx, rcptDomain(key), ctimeout) {
+	if first.ProbeCatchall && h.isCatchall(ctx, rcptDomain(key), ctimeout, deadline) {
 		// Its backend says yes to everything: a callout would tell
 		// nothing, and a verdict would count a mailbox that may not be.
 		h.obs.Verdict(callout.Valid, "catchall")
