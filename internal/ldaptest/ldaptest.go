@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/calloutd/calloutd/internal/testproc"
 )
 
 // The directory tree every server has.
@@ -160,17 +162,11 @@ type Server struct {
 	port    int    // ldap://, set by Start (the function) only
 	tlsPort int    // ldaps://, 0 without TLS
 
-	mu sync.Mutex // held by Stop while it waits, so Stop is serialised
-	p  *proc      // the running process, nil once stopped
+	mu sync.Mutex     // held by Stop while it waits, so Stop is serialised
+	p  *testproc.Proc // the running process, nil once stopped
 }
 
 // proc is one run of slapd.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited and been reaped
-	err  error         // exit status, set before done is closed
-}
-
 // Start runs slapd with its own cn=config in t.TempDir() and waits until it
 // answers; it is stopped at t.Cleanup.
 //
@@ -289,14 +285,13 @@ func (s *Server) Stop() {
 	if s.p == nil {
 		return
 	}
-	pid := s.p.cmd.Process.Pid
+	pid := s.p.Pid()
 	// To its process group, which is slapd alone: it does not fork.
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	select {
-	case <-s.p.done:
+	case <-s.p.Done:
 	case <-time.After(stopLimit):
-		killGroup(pid)
-		<-s.p.done
+		s.p.Kill()
 	}
 	s.p = nil
 }
@@ -373,16 +368,11 @@ func (s *Server) boot() error {
 	cmd.Env = clientEnv()
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	err = startProcess(cmd)
+	p, err := testproc.Start(cmd)
 	logf.Close() // the child has its own copy
 	if err != nil {
 		return err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	s.mu.Lock()
 	s.p = p
 	s.mu.Unlock()
@@ -407,14 +397,14 @@ func (s *Server) boot() error {
 // awaitUp waits until the server on s.URL() lets BindDN bind and read this
 // server's token, so that a slapd of some other test that took the port
 // meanwhile is not mistaken for ours.
-func (s *Server) awaitUp(p *proc) error {
+func (s *Server) awaitUp(p *testproc.Proc) error {
 	deadline := time.Now().Add(upLimit)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	var last error
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("slapd exited: %v", p.err)
+		case <-p.Done:
+			return fmt.Errorf("slapd exited: %v", p.Err)
 		default:
 		}
 		if c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond); err != nil {
@@ -436,12 +426,12 @@ func (s *Server) awaitUp(p *proc) error {
 // probe reads the description of Suffix as BindDN with ldapsearch, and
 // returns an error unless it holds s.token. It gives up when p exits: what
 // holds the port then, and may never answer, is not our slapd.
-func (s *Server) probe(p *proc) error {
+func (s *Server) probe(p *testproc.Proc) error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeLimit)
 	defer cancel()
 	go func() {
 		select {
-		case <-p.done:
+		case <-p.Done:
 			cancel()
 		case <-ctx.Done():
 		}

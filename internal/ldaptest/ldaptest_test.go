@@ -281,9 +281,9 @@ func TestServerPlain(t *testing.T) {
 	}
 
 	// A restart of a running server, with its pid changed.
-	pid := s.p.cmd.Process.Pid
+	pid := s.p.Pid()
 	s.Start(t)
-	if s.p.cmd.Process.Pid == pid {
+	if s.p.Pid() == pid {
 		t.Errorf("Start of a running server: pid %d unchanged", pid)
 	}
 	wantDNs(t, "after Start", c.find(s.URL(), "(objectClass=organizationalRole)"), BindDN)

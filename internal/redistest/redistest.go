@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/calloutd/calloutd/internal/testproc"
 )
 
 // Time limits. Every wait polls every pollEvery and gives up after its limit.
@@ -69,17 +71,11 @@ type Server struct {
 	pass string // from a "requirepass" line, for CLI and the polls
 	port int    // set once by Start, never changed after
 
-	mu sync.Mutex // held by Kill while it waits, so Kill is serialised
-	p  *proc      // the running process, nil once killed
+	mu sync.Mutex     // held by Kill while it waits, so Kill is serialised
+	p  *testproc.Proc // the running process, nil once killed
 }
 
 // proc is one run of the server.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited and been reaped
-	err  error         // exit status, set before done is closed
-}
-
 // Start starts a standalone redis-server on a free loopback port, with no
 // persistence, in t.TempDir(); it is stopped at t.Cleanup. extra are extra
 // config lines ("key value"), e.g. "requirepass s3cret"; they come after the
@@ -105,7 +101,7 @@ func (s *Server) Pid() int {
 	if s.p == nil {
 		return 0
 	}
-	return s.p.cmd.Process.Pid
+	return s.p.Pid()
 }
 
 // Kill kills the server with SIGKILL (with anything it forked, such as a
@@ -117,8 +113,7 @@ func (s *Server) Kill() {
 	if s.p == nil {
 		return
 	}
-	killGroup(s.p.cmd.Process.Pid)
-	<-s.p.done
+	s.p.Kill()
 	s.p = nil
 }
 
@@ -313,16 +308,11 @@ func (s *Server) boot() error {
 	cmd := exec.Command("redis-server", args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	err = startProcess(cmd)
+	p, err := testproc.Start(cmd)
 	logf.Close() // the child has its own copy
 	if err != nil {
 		return err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	s.mu.Lock()
 	s.p = p
 	s.mu.Unlock()
@@ -345,14 +335,14 @@ func (s *Server) boot() error {
 }
 
 // awaitUp waits until the server on s.Addr() reports p's pid.
-func (s *Server) awaitUp(p *proc) error {
-	want := strconv.Itoa(p.cmd.Process.Pid)
+func (s *Server) awaitUp(p *testproc.Proc) error {
+	want := strconv.Itoa(p.Pid())
 	deadline := time.Now().Add(upLimit)
 	var last error
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("redis-server exited: %v", p.err)
+		case <-p.Done:
+			return fmt.Errorf("redis-server exited: %v", p.Err)
 		default:
 		}
 		// A short limit: something else that holds the port may never

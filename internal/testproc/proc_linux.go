@@ -1,4 +1,4 @@
-package ldaptest
+package testproc
 
 import (
 	"os/exec"
