@@ -173,41 +173,49 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 		return policyd.Dunno
 	}
 	first := rt.PolicyFor(routes[0].Name)
+	// One budget for the whole verdict, cache included: the first route's
+	// request_timeout, from the request's start.
+	deadline := start.Add(first.RequestTimeout)
+	ctimeout := cacheTimeout(first.RequestTimeout)
+
+	// What concerns the client or the domain is decided once, whatever
+	// addresses are asked below.
+	if !first.DryRun && h.harvestLimited(ctx, &rt.gate, client, rcpt, ctimeout) {
+		h.obs.HarvestRejected()
+		return HarvestAction(rt.gate.deferIt)
+	}
+	if first.ProbeCatchall && h.isCatchall(ctx, strings.ToLower(rcpt.Domain), ctimeout, deadline) {
+		// Its backend says yes to everything: a callout would tell
+		// nothing, and a verdict would count a mailbox that may not be.
+		h.obs.Verdict(callout.Valid, "catchall")
+		return policyd.Dunno
+	}
+
 	base := rcpt.Base(first.Delimiter)
 	if base == rcpt {
-		return h.answer(ctx, req, rt, client, routes, first, rcpt, start)
+		return h.answer(ctx, req, rt, client, routes, rcpt, start, deadline, ctimeout)
 	}
 	// recipient_delimiter: bob+news@ exists when bob@ does (asked first:
 	// one verdict for all of bob's extensions, cached) or when bob+news@
 	// itself does (an exact mailbox such as john-smith@ with "-" among
 	// the delimiters), as Postfix looks both up. Unknown only when both
 	// are; a deferral of either wins over the other's rejection.
-	a := h.answer(ctx, req, rt, client, routes, first, base, start)
+	a := h.answer(ctx, req, rt, client, routes, base, start, deadline, ctimeout)
 	if a == policyd.Dunno {
 		return a
 	}
-	full := h.answer(ctx, req, rt, client, routes, first, rcpt, start)
+	full := h.answer(ctx, req, rt, client, routes, rcpt, start, deadline, ctimeout)
 	if full != policyd.Dunno && strings.HasPrefix(string(a), "DEFER") {
 		return a
 	}
 	return full
 }
 
-// answer decides about rcpt, one address: harvest limit, recipients
-// files, catch-all, cache, callout.
+// answer decides about rcpt, one address: recipients files, cache,
+// callout.
 func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
-	first *Policy, rcpt callout.Address, start time.Time) policyd.Action {
+	rcpt callout.Address, start, deadline time.Time, ctimeout time.Duration) policyd.Action {
 	key := cache.Key(rcpt.Local, rcpt.Domain)
-	// One budget for the whole verdict, cache included: the first route's
-	// request_timeout, from the request's start.
-	budget := first.RequestTimeout
-	deadline := start.Add(budget)
-	ctimeout := cacheTimeout(budget)
-
-	if !first.DryRun && h.harvestLimited(ctx, &rt.gate, client, rcpt, ctimeout) {
-		h.obs.HarvestRejected()
-		return HarvestAction(rt.gate.deferIt)
-	}
 	if rt.lists {
 		rest, route, listed := rt.Listed(rcpt, routes)
 		switch {
@@ -219,13 +227,6 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 		routes = rest
 	}
 
-	if first.ProbeCatchall && h.isCatchall(ctx, rcptDomain(key), ctimeout, deadline) {
-		// Its backend says yes to everything: a callout would tell
-		// nothing, and a verdict would count a mailbox that may not be.
-		h.obs.Verdict(callout.Valid, "catchall")
-		return policyd.Dunno
-	}
-
 	fp := rt.fingerprint(routes)
 	e, ok := h.cached(ctx, req, key, ctimeout, fp)
 	release := func() {}
@@ -234,7 +235,7 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 		// now: wait for its verdict rather than ask the backend again.
 		cctx, cancel := context.WithDeadline(ctx, deadline)
 		var found bool
-		e, found, release = h.coal.Claim(cctx, key, leaseTime(budget))
+		e, found, release = h.coal.Claim(cctx, key, leaseTime(deadline.Sub(start)))
 		cancel()
 		ok = found && usable(&e, fp)
 	}
