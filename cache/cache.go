@@ -23,6 +23,11 @@ type Entry struct {
 	// backend: this node's network). A shared store keeps it in the
 	// node's memory and never shares it.
 	Local bool `json:",omitempty"`
+	// Learned is set on a negative verdict learned from the gateway's own
+	// delivery log rather than asked: the Postfix queue id of the
+	// delivery the backend refused after END OF DATA. Verified is then
+	// the time of that log line.
+	Learned string `json:",omitempty"`
 	// Expires is set by Get: when the entry stops being served.
 	Expires time.Time
 }

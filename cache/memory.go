@@ -54,6 +54,7 @@ const noTime = math.MinInt64
 type entryMeta struct {
 	verdict, enhanced, route, server, reason string
 	local                                    bool
+	learned                                  string // queue id: never interned
 }
 
 // interner hands out indices of entryMeta values and canonical copies of
@@ -119,9 +120,15 @@ func (in *interner) lookup(i uint32) entryMeta { return (*in.metas.Load())[i] }
 
 func (m *Memory) pack(n *memNode, e *Entry, expires time.Time) {
 	n.text = m.interned.text(e.Text)
-	md := entryMeta{e.Verdict, e.Enhanced, e.Route, e.Server, e.Reason, e.Local}
+	md := entryMeta{e.Verdict, e.Enhanced, e.Route, e.Server, e.Reason, e.Local, e.Learned}
 	var ok bool
-	if n.meta, ok = m.interned.meta(md); !ok {
+	// A learned entry's queue id is its own: interning it would fill the
+	// table with values used once.
+	if e.Learned != "" {
+		n.meta = 0
+		own := md
+		n.own = &own
+	} else if n.meta, ok = m.interned.meta(md); !ok {
 		own := md
 		n.own = &own
 	}
@@ -143,7 +150,7 @@ func (m *Memory) unpack(n *memNode) Entry {
 	}
 	e := Entry{
 		Verdict: md.verdict, Code: int(n.code), Enhanced: md.enhanced, Text: n.text, Route: md.route,
-		Server: md.server, Reason: md.reason, Routes: n.routes, Local: md.local,
+		Server: md.server, Reason: md.reason, Routes: n.routes, Local: md.local, Learned: md.learned,
 		Expires: time.Unix(0, n.expires).UTC(),
 	}
 	if n.verified != noTime {

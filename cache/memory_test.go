@@ -577,3 +577,34 @@ func TestKeyFoldsASCIIOnly(t *testing.T) {
 		}
 	}
 }
+
+// A learned verdict keeps its queue id, which is never interned: ten
+// thousand learned entries leave the intern table as it was.
+func TestMemoryLearned(t *testing.T) {
+	m := NewMemory(20_000)
+	metas := func() int {
+		if p := m.interned.metas.Load(); p != nil {
+			return len(*p)
+		}
+		return 0
+	}
+	mustSet(t, m, "asked@example.com", sample, time.Hour)
+	before := metas()
+	for i := range 10_000 {
+		e := sample
+		e.Learned = fmt.Sprintf("4Q%07X", i)
+		mustSet(t, m, fmt.Sprintf("u%d@example.com", i), e, time.Hour)
+	}
+	if after := metas(); after != before {
+		t.Errorf("intern table grew from %d to %d entries", before, after)
+	}
+	e, ok := mustGet(t, m, "u4660@example.com")
+	if !ok || e.Learned != "4Q0001234" || e.Verdict != sample.Verdict || e.Route != sample.Route {
+		t.Errorf("got %+v %v, want learned 4Q0001234", e, ok)
+	}
+	e.Learned = ""
+	mustSet(t, m, "u4660@example.com", e, time.Hour)
+	if e, _ := mustGet(t, m, "u4660@example.com"); e.Learned != "" {
+		t.Errorf("overwritten with an asked verdict, still learned %q", e.Learned)
+	}
+}

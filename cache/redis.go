@@ -720,12 +720,13 @@ type redisValue struct {
 	Server   string    `json:"server,omitempty"`
 	Verified time.Time `json:"verified"`
 	Routes   string    `json:"routes,omitempty"` // hex fingerprint
+	Learned  string    `json:"learned,omitempty"` // queue id of the log line
 }
 
 func encodeEntry(e Entry) ([]byte, error) {
 	v := redisValue{
 		V: FormatVersion, Verdict: e.Verdict, Code: e.Code, Enhanced: e.Enhanced, Text: e.Text,
-		Reason: e.Reason, Route: e.Route, Server: e.Server, Verified: e.Verified.UTC(),
+		Reason: e.Reason, Route: e.Route, Server: e.Server, Verified: e.Verified.UTC(), Learned: e.Learned,
 	}
 	if e.Routes != 0 {
 		v.Routes = strconv.FormatUint(e.Routes, 16)
@@ -746,7 +747,7 @@ func decodeEntry(b []byte) (Entry, error) {
 	}
 	e := Entry{
 		Verdict: v.Verdict, Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Reason: v.Reason,
-		Route: v.Route, Server: v.Server, Verified: v.Verified,
+		Route: v.Route, Server: v.Server, Verified: v.Verified, Learned: v.Learned,
 	}
 	if v.Routes != "" {
 		fp, err := strconv.ParseUint(v.Routes, 16, 64)

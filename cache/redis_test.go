@@ -161,6 +161,16 @@ func TestRedisKeySchema(t *testing.T) {
 	if got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
+	// A learned verdict says so, with the queue id, in its own field.
+	learned := want
+	learned.Learned = "4FA2B3C4D5"
+	_ = s.Set(ctx, "carol@example.com", learned, time.Hour)
+	if raw := srv.CLI("GET", "calloutd:rcpt:carol@example.com"); !strings.Contains(raw, `"learned":"4FA2B3C4D5"`) {
+		t.Errorf("learned verdict stored as %s", raw)
+	}
+	if got, ok := mustGet(t, s, "carol@example.com"); !ok || got.Learned != "4FA2B3C4D5" {
+		t.Errorf("learned verdict read back as %+v", got)
+	}
 	// Sub-second lifetimes are kept exactly (PX).
 	_ = s.Set(ctx, "short@example.com", want, 1500*time.Millisecond)
 	if pttl, _ := strconv.Atoi(srv.CLI("PTTL", "calloutd:rcpt:short@example.com")); pttl < 1000 || pttl > 1500 {
