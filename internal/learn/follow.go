@@ -1,0 +1,224 @@
+package learn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Follower reads the lines appended to a log file, across rotation, as
+// tail -F does: when the file is renamed away and a new one created, the
+// rest of the old one is read, then the new one from its start; a file
+// truncated in place (copytruncate) is read again from its start; a
+// missing file is waited for.
+//
+// It starts at the end of the file: lines written before it started are
+// history, not news.
+type Follower struct {
+	Path string
+	// Poll is how often the file is looked at when there was nothing new
+	// (default 250ms): also the longest a line waits to be read.
+	Poll time.Duration
+	Log  *slog.Logger
+}
+
+// Run calls line for each complete line appended to the file until ctx is
+// done, then returns nil. A line longer than MaxLine is passed cut to
+// MaxLine+1 bytes, so Parse refuses it. Run returns an error only when
+// the file cannot be read at all (not for a missing one: that is waited
+// for).
+func (f *Follower) Run(ctx context.Context, line func(string)) error {
+	poll := f.Poll
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	log := f.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &tail{path: f.Path, line: line, log: log, buf: make([]byte, 0, 64<<10)}
+	defer t.close()
+	start := true // the first file is read from its end
+	missing := false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		if t.file == nil {
+			err := t.open(start)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				start = false // a file created later is all news
+				if !missing {
+					log.Warn("postfix log not found, waiting for it", "file", f.Path)
+					missing = true
+				}
+				timer.Reset(poll)
+				continue
+			case err != nil:
+				return err
+			}
+			if missing {
+				log.Info("postfix log found", "file", f.Path)
+				missing = false
+			}
+			start = false
+		}
+		grew, err := t.read()
+		if err != nil {
+			return err
+		}
+		if grew {
+			timer.Reset(0) // more may be waiting
+			continue
+		}
+		if err := t.rotated(); err != nil {
+			return err
+		}
+		timer.Reset(poll)
+	}
+}
+
+type tail struct {
+	path    string
+	line    func(string)
+	log     *slog.Logger
+	file    *os.File
+	info    os.FileInfo
+	offset  int64
+	buf     []byte // the start of a line not yet ended
+	discard bool   // the line being read is too long: drop its rest
+}
+
+func (t *tail) open(atEnd bool) error {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("postfix log: %w", err)
+	}
+	t.file, t.info, t.offset = f, info, 0
+	t.buf, t.discard = t.buf[:0], false
+	if atEnd {
+		if t.offset, err = f.Seek(0, io.SeekEnd); err != nil {
+			t.close()
+			return fmt.Errorf("postfix log: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *tail) close() {
+	if t.file != nil {
+		t.file.Close()
+		t.file = nil
+	}
+}
+
+// read reads what the file has beyond the offset, up to 1 MiB at a time,
+// and hands out its complete lines. grew is true when it read anything.
+func (t *tail) read() (grew bool, err error) {
+	var chunk [32 << 10]byte
+	for total := 0; total < 1<<20; {
+		n, err := t.file.Read(chunk[:])
+		if n > 0 {
+			grew = true
+			total += n
+			t.offset += int64(n)
+			t.lines(chunk[:n])
+		}
+		if err == io.EOF || n == 0 {
+			return grew, nil
+		}
+		if err != nil {
+			return grew, fmt.Errorf("postfix log: %w", err)
+		}
+	}
+	return grew, nil
+}
+
+func (t *tail) lines(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			t.keep(p)
+			return
+		}
+		t.keep(p[:i])
+		p = p[i+1:]
+		t.line(string(t.buf))
+		t.buf, t.discard = t.buf[:0], false
+	}
+}
+
+// keep adds p to the line being read, up to MaxLine+1 bytes.
+func (t *tail) keep(p []byte) {
+	if room := MaxLine + 1 - len(t.buf); len(p) > room {
+		p = p[:room]
+		t.discard = true
+	}
+	t.buf = append(t.buf, p...)
+}
+
+// rotated looks at the path after the file has been read to its end: a
+// different file there (renamed, recreated) or none is a rotation; a
+// shorter file is a truncation.
+func (t *tail) rotated() error {
+	info, err := os.Stat(t.path)
+	switch {
+	case err == nil && os.SameFile(info, t.info):
+		if info.Size() < t.offset {
+			t.log.Info("postfix log truncated, reading it from the start", "file", t.path)
+			if _, err := t.file.Seek(0, io.SeekStart); err != nil {
+				return fmt.Errorf("postfix log: %w", err)
+			}
+			t.offset, t.buf, t.discard = 0, t.buf[:0], false
+		}
+		return nil
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		// Renamed away: what was written to it after the last read is
+		// read now, then the new file (when there is one) from its start.
+		if _, err := t.read(); err != nil {
+			return err
+		}
+		t.log.Info("postfix log rotated, following the new file", "file", t.path)
+		t.close()
+		return nil
+	default:
+		return fmt.Errorf("postfix log: %w", err)
+	}
+}
+
+// ReadLines calls line for each line of r until its end (a last line
+// without a newline included), cutting lines longer than MaxLine as the
+// Follower does. It is for "calloutd learn", which reads standard input.
+func ReadLines(r io.Reader, line func(string)) error {
+	t := &tail{line: line}
+	var chunk [32 << 10]byte
+	for {
+		n, err := r.Read(chunk[:])
+		t.lines(chunk[:n])
+		if err == io.EOF {
+			if len(t.buf) > 0 {
+				line(string(t.buf))
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
