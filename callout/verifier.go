@@ -252,3 +252,10 @@ func (o *Outcome) decide(v Verdict, i int) {
 	a := o.Attempts[i]
 	o.Verdict, o.Route, o.Server, o.Reply, o.Class, o.Err = v, a.Route, a.Server, a.Result.Reply, a.Result.Class, nil
 }
+
+// Servers lists the servers r's callouts go to now, "mx:" entries
+// resolved (those that cannot be are left out).
+func (v *Verifier) Servers(ctx context.Context, r *Route) []string {
+	var out Outcome
+	return v.servers(ctx, r, &out)
+}

@@ -36,6 +36,7 @@ type Config struct {
 	Cache         Cache    `toml:"cache"`
 	Stats         Stats    `toml:"stats"`
 	DNS           DNS      `toml:"dns"`
+	Learn         Learn    `toml:"learn"`
 	Routes        []Route  `toml:"route"`
 }
 
@@ -43,6 +44,17 @@ type Config struct {
 type DNS struct {
 	Resolver string   `toml:"resolver"` // "host:port"; "" = /etc/resolv.conf's first nameserver
 	Timeout  Duration `toml:"timeout"`  // per query
+}
+
+// Learn is the [learn] table: negative verdicts learned from the
+// gateway's own delivery log, for backends that refuse unknown recipients
+// only after END OF DATA.
+type Learn struct {
+	// PostfixLog is the Postfix log file followed across rotation, as
+	// tail -F does; "" = off ("calloutd learn" reads standard input).
+	PostfixLog string `toml:"postfix_log"`
+	// LearnedTTL is how long a learned negative verdict is served.
+	LearnedTTL Duration `toml:"learned_ttl"`
 }
 
 // Stats is the [stats] table: the licence count.
@@ -269,6 +281,7 @@ func Default() *Config {
 		},
 		Stats: Stats{Window: Duration(30 * 24 * time.Hour)},
 		DNS:   DNS{Timeout: Duration(2 * time.Second)},
+		Learn: Learn{LearnedTTL: Duration(72 * time.Hour)},
 		Cache: Cache{
 			Store:           "memory",
 			MaxEntries:      1_000_000,
@@ -373,6 +386,12 @@ func (c *Config) validate() error {
 	}
 	if c.DNS.Timeout <= 0 || c.DNS.Timeout > Duration(30*time.Second) {
 		return keyError("dns.timeout", "%s: must be above 0 and at most 30s", c.DNS.Timeout.D())
+	}
+	if c.Learn.PostfixLog != "" && !filepath.IsAbs(c.Learn.PostfixLog) {
+		return keyError("learn.postfix_log", "%q: path must be absolute", c.Learn.PostfixLog)
+	}
+	if t := c.Learn.LearnedTTL; t < Duration(time.Minute) || t > Duration(90*24*time.Hour) {
+		return keyError("learn.learned_ttl", "%s: must be between 1m and 90d", t.D())
 	}
 	if err := c.Policy.validate(); err != nil {
 		return err

@@ -32,6 +32,7 @@ func TestExampleConfig(t *testing.T) {
 		Harvest:       Harvest{Window: Duration(10 * time.Minute), Action: "reject", IPv4Prefix: 32, IPv6Prefix: 64},
 		Stats:         Stats{Window: Duration(30 * 24 * time.Hour)},
 		DNS:           DNS{Timeout: Duration(2 * time.Second)},
+		Learn:         Learn{LearnedTTL: Duration(72 * time.Hour)},
 		Callout: Callout{
 			HeloName:                "gateway.example.net",
 			MailFrom:                "",
@@ -240,6 +241,7 @@ func TestDefaults(t *testing.T) {
 		Harvest:       Harvest{Window: Duration(10 * time.Minute), Action: "reject", IPv4Prefix: 32, IPv6Prefix: 64},
 		Stats:         Stats{Window: Duration(30 * 24 * time.Hour)},
 		DNS:           DNS{Timeout: Duration(2 * time.Second)},
+		Learn:         Learn{LearnedTTL: Duration(72 * time.Hour)},
 		Callout: Callout{
 			HeloName:                d.Callout.HeloName,
 			ConnectTimeout:          Duration(10 * time.Second),
@@ -427,6 +429,8 @@ func TestParseErrors(t *testing.T) {
 		{name: "tls mode", toml: "[callout]\ntls = \"may\"\n", want: `calloutd.toml: callout.tls: "may" is not one of opportunistic, required, off`},
 		{name: "tls ca without verify", toml: "[callout]\ntls_ca_file = \"/etc/ca.pem\"\n", want: `calloutd.toml: callout.tls_verify: tls_ca_file and tls_server_name are used only with tls_verify = true`},
 		{name: "mx server", toml: route(`domains = ["example.org"]`, `servers = ["mx:bad_host"]`), want: `calloutd.toml: route[0].servers[0]: server "mx:bad_host": domain has invalid character '_'`},
+		{name: "learn relative log", toml: "[learn]\npostfix_log = \"mail.log\"\n", want: `calloutd.toml: learn.postfix_log: "mail.log": path must be absolute`},
+		{name: "learn ttl", toml: "[learn]\nlearned_ttl = \"10s\"\n", want: `calloutd.toml: learn.learned_ttl: 10s: must be between 1m and 90d`},
 		{name: "dns resolver", toml: "[dns]\nresolver = \"dns.example\"\n", want: `calloutd.toml: dns.resolver: "dns.example": want ip:port`},
 		{name: "harvest action", toml: "[harvest]\naction = \"drop\"\n", want: `calloutd.toml: harvest.action: "drop" is not one of reject, defer`},
 		{name: "harvest negative", toml: "[harvest]\nmax_unknown = -1\n", want: `calloutd.toml: harvest.max_unknown: -1: must not be negative (0 = off)`},

@@ -19,12 +19,14 @@ import (
 // flushing verdicts is an operator's act, not a scraper's.
 
 // AdminRequest is one admin command. Exactly one of Address, Domain, All is
-// set for "flush"; Address for "lookup".
+// set for "flush"; Address for "lookup"; Line (a line of the Postfix log)
+// for "learn".
 type AdminRequest struct {
-	Op      string `json:"op"` // "lookup" | "flush" | "report"
+	Op      string `json:"op"` // "lookup" | "flush" | "report" | "learn"
 	Address string `json:"address,omitempty"`
 	Domain  string `json:"domain,omitempty"`
 	All     bool   `json:"all,omitempty"`
+	Line    string `json:"line,omitempty"`
 }
 
 // AdminResponse answers an AdminRequest.
@@ -34,6 +36,7 @@ type AdminResponse struct {
 	Entry   *cache.Entry   `json:"entry,omitempty"`
 	Removed int            `json:"removed"`
 	Report  []DomainReport `json:"report,omitempty"`
+	Learn   *LearnResult   `json:"learn,omitempty"`
 }
 
 // AddressKey validates an address given to flush or lookup and returns its
@@ -102,7 +105,8 @@ func (d *Daemon) adminConn(ctx context.Context, c net.Conn) {
 	defer stop()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	sc := bufio.NewScanner(c)
-	sc.Buffer(make([]byte, 4096), 4096)
+	// A learn request carries a log line (learn.MaxLine), JSON-escaped.
+	sc.Buffer(make([]byte, 4096), 64<<10)
 	enc := json.NewEncoder(c)
 	for sc.Scan() {
 		var req AdminRequest
@@ -170,6 +174,9 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 		if err != nil {
 			resp.Error = err.Error()
 		}
+	case req.Op == "learn" && req.Line != "":
+		r := d.handler.Learn(ctx, req.Line)
+		resp.Learn = &r
 	case req.Op == "flush" && req.All:
 		resp.Removed, err = Flush(ctx, d.store, "")
 		if err != nil {

@@ -35,6 +35,7 @@ type Routing struct {
 	gate           gate
 	lists          bool        // some route has a recipients_file
 	names          domainNames // route domain entries, for the licence count
+	learnedTTL     time.Duration
 }
 
 // PolicyFor returns route's policy, or the global one for a route that is
@@ -85,11 +86,14 @@ type Handler struct {
 	limited  *cache.MemoryCounter // clients this node knows to be over the harvest limit
 	stats    *stats               // licence count; nil: off
 	catchall catchalls
-	flight   singleflight.Group
-	log      *slog.Logger
-	routing  atomic.Pointer[Routing]
-	obs      Observer
-	now      func() time.Time
+	// learnHosts: route server host name → hostAddrs, to match relays
+	// in the delivery log.
+	learnHosts sync.Map
+	flight     singleflight.Group
+	log        *slog.Logger
+	routing    atomic.Pointer[Routing]
+	obs        Observer
+	now        func() time.Time
 
 	writes        sync.WaitGroup
 	inFlight      atomic.Int32
@@ -187,6 +191,10 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	if first.ProbeCatchall && h.isCatchall(ctx, strings.ToLower(rcpt.Domain), ctimeout, deadline) {
 		// Its backend says yes to everything: a callout would tell
 		// nothing, and a verdict would count a mailbox that may not be.
+		// What the delivery log taught still stands.
+		if a, ok := h.learnedAnswer(ctx, req, rt, client, routes, rcpt, start, deadline, ctimeout); ok {
+			return a
+		}
 		h.obs.Verdict(callout.Valid, "catchall")
 		return policyd.Dunno
 	}
@@ -242,26 +250,7 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
 			release()
-			h.obs.Verdict(v, "cache")
-			p := rt.PolicyOf(e.Route, routes)
-			if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
-				h.refresh(req.Recipient, key, rcpt, routes, rt, fp, e.Verified)
-			}
-			h.stats.record(rt, key, v, false)
-			action := Decide(v, &e, true, p)
-			if v == callout.Unknown {
-				h.countUnknown(ctx, &rt.gate, client, req, key, p.DryRun, ctimeout, deadline)
-			}
-			sent, dry := Send(action, p)
-			if dry {
-				h.obs.DryRunWouldReject(cmp.Or(e.Route, routes[0].Name))
-			}
-			// A cached pass is counted, not logged, unless asked: Postfix
-			// logs the delivery, and the line would be most of its cost.
-			if action != policyd.Dunno || rt.logCachedDunno {
-				h.logVerdict(req, v, &e, true, sent, dry, action, h.now().Sub(start), nil)
-			}
-			return sent
+			return h.fromCache(ctx, req, rt, client, routes, key, rcpt, v, &e, start, deadline, ctimeout)
 		}
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
 	}
@@ -300,6 +289,52 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 	}
 	h.logVerdict(req, out.Verdict, &e, false, sent, dry, action, h.now().Sub(start), &out)
 	return sent
+}
+
+// fromCache answers from a cached verdict v (entry e) of key.
+func (h *Handler) fromCache(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
+	key string, rcpt callout.Address, v callout.Verdict, e *cache.Entry, start, deadline time.Time, ctimeout time.Duration) policyd.Action {
+	h.obs.Verdict(v, "cache")
+	p := rt.PolicyOf(e.Route, routes)
+	if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
+		h.refresh(req.Recipient, key, rcpt, routes, rt, rt.fingerprint(routes), e.Verified)
+	}
+	h.stats.record(rt, key, v, false)
+	action := Decide(v, e, true, p)
+	if v == callout.Unknown {
+		h.countUnknown(ctx, &rt.gate, client, req, key, p.DryRun, ctimeout, deadline)
+	}
+	sent, dry := Send(action, p)
+	if dry {
+		h.obs.DryRunWouldReject(cmp.Or(e.Route, routes[0].Name))
+	}
+	// A cached pass is counted, not logged, unless asked: Postfix logs
+	// the delivery, and the line would be most of its cost.
+	if action != policyd.Dunno || rt.logCachedDunno {
+		h.logVerdict(req, v, e, true, sent, dry, action, h.now().Sub(start), nil)
+	}
+	return sent
+}
+
+// learnedAnswer answers for rcpt of a catch-all domain from a verdict
+// learned from the delivery log, if there is one: a backend that accepts
+// every address at RCPT and refuses unknown ones after END OF DATA is
+// what learning is for.
+func (h *Handler) learnedAnswer(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
+	rcpt callout.Address, start, deadline time.Time, ctimeout time.Duration) (policyd.Action, bool) {
+	if rt.lists {
+		rest, _, listed := rt.Listed(rcpt, routes)
+		if listed || len(rest) == 0 {
+			return "", false
+		}
+		routes = rest
+	}
+	key := cache.Key(rcpt.Local, rcpt.Domain)
+	e, ok := h.cached(ctx, req, key, ctimeout, rt.fingerprint(routes))
+	if !ok || e.Learned == "" || e.Verdict != callout.Unknown.String() {
+		return "", false
+	}
+	return h.fromCache(ctx, req, rt, client, routes, key, rcpt, callout.Unknown, &e, start, deadline, ctimeout), true
 }
 
 // Listed answers from the routes' recipients files. An address one of
@@ -604,6 +639,10 @@ func (h *Handler) logVerdict(req *policyd.Request, v callout.Verdict, e *cache.E
 	}
 	if e.Reason != "" {
 		attrs = append(attrs, slog.String("reason", e.Reason))
+	}
+	if e.Learned != "" {
+		// Learned from the delivery log: the refused delivery's queue id.
+		attrs = append(attrs, slog.String("learned_from", e.Learned))
 	}
 	if dry {
 		attrs = append(attrs, slog.Bool("dry_run", true), slog.String("would_action", string(would)))

@@ -39,6 +39,9 @@ type Observer interface {
 	// domain), or found not to be (""). CatchallDomains is told how many
 	// domains this node knows to be catch-all.
 	Catchall(domain string, catchall bool)
+	// Learned counts a line of the delivery log by what came of it (see
+	// LearnResults).
+	Learned(result string)
 }
 
 type nopObserver struct{}
@@ -55,3 +58,4 @@ func (nopObserver) DryRunWouldReject(string)                   {}
 func (nopObserver) HarvestRejected()                           {}
 func (nopObserver) HarvestLimited()                            {}
 func (nopObserver) Catchall(string, bool)                      {}
+func (nopObserver) Learned(string)                             {}

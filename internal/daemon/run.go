@@ -25,6 +25,7 @@ import (
 	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/callout/directory"
 	"github.com/calloutd/calloutd/internal/config"
+	"github.com/calloutd/calloutd/internal/learn"
 	"github.com/calloutd/calloutd/internal/logline"
 	"github.com/calloutd/calloutd/internal/metrics"
 	"github.com/calloutd/calloutd/internal/recipients"
@@ -164,6 +165,7 @@ func newRouting(cfg *config.Config, prober callout.Prober, dir *directory.Pool, 
 	rt := &Routing{
 		Policy:         policyOf(&cfg.Callout, cfg.Cache.PositiveTTL, cfg.Cache.NegativeTTL, cfg.Cache.TempfailTTL, cfg.Cache.PositiveRefresh),
 		logCachedDunno: cfg.Log.CachedDunno,
+		learnedTTL:     cfg.Learn.LearnedTTL.D(),
 		gate:           newGate(cfg),
 		names:          newDomainNames(cfg),
 		routes:         make(map[string]*Policy, len(cfg.Routes)),
@@ -455,6 +457,14 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 			}
 		})
 	}
+	if path := d.Config().Learn.PostfixLog; path != "" {
+		// Opened before serving: every line logged from now on is read.
+		f := &learn.Follower{Path: path, Log: d.log}
+		if err := f.Open(); err != nil {
+			d.log.Error("cannot read the postfix log", "file", path, "err", err)
+		}
+		g.Go(func() error { d.followLog(gctx, f); return nil })
+	}
 	stopStats := d.runStats()
 	d.listening.Store(int32(len(ls.Policy)))
 	d.ready.Store(true)
@@ -482,6 +492,26 @@ func (d *Daemon) Serve(ctx context.Context, ls *Listeners, hup <-chan os.Signal)
 	d.pool.Close()
 	d.store.Close()
 	return err
+}
+
+// followLog learns from the Postfix log at path until ctx is done. A log
+// that cannot be read is logged and tried again every 10 seconds: the
+// policy service goes on without learning.
+func (d *Daemon) followLog(ctx context.Context, f *learn.Follower) {
+	path := f.Path
+	d.log.Info("learning from the postfix log", "file", path)
+	for {
+		err := f.Run(ctx, func(line string) { d.handler.Learn(ctx, line) })
+		if ctx.Err() != nil {
+			return
+		}
+		d.log.Error("cannot read the postfix log, not learning; trying again in 10s", "file", path, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
 }
 
 // ServeConn serves one policy connection (spawn mode) and returns when the

@@ -26,6 +26,47 @@ type Follower struct {
 	// (default 250ms): also the longest a line waits to be read.
 	Poll time.Duration
 	Log  *slog.Logger
+
+	t       *tail
+	start   bool // the next file opened is read from its end
+	missing bool // the file was found missing (and that was logged)
+}
+
+// Open opens the file at its end, so that every line written after Open
+// returns is read by Run. Run calls it when it has not been called. A
+// missing file is not an error: Run waits for it.
+func (f *Follower) Open() error {
+	if f.t != nil {
+		return nil
+	}
+	if f.Log == nil {
+		f.Log = slog.New(slog.DiscardHandler)
+	}
+	f.t = &tail{path: f.Path, log: f.Log, buf: make([]byte, 0, 64<<10)}
+	f.start = true
+	return f.open()
+}
+
+// open opens the file if it is not open; a missing file is logged once.
+func (f *Follower) open() error {
+	err := f.t.open(f.start)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f.start = false // a file created later is all news
+		if !f.missing {
+			f.Log.Warn("postfix log not found, waiting for it", "file", f.Path)
+			f.missing = true
+		}
+		return nil
+	case err != nil:
+		return err
+	}
+	f.start = false
+	if f.missing {
+		f.Log.Info("postfix log found", "file", f.Path)
+		f.missing = false
+	}
+	return nil
 }
 
 // Run calls line for each complete line appended to the file until ctx is
@@ -34,18 +75,19 @@ type Follower struct {
 // the file cannot be read at all (not for a missing one: that is waited
 // for).
 func (f *Follower) Run(ctx context.Context, line func(string)) error {
+	if err := f.Open(); err != nil {
+		return err
+	}
+	t := f.t
+	t.line = line
+	defer func() {
+		t.close()
+		f.start = true // run again after an error: from the end
+	}()
 	poll := f.Poll
 	if poll <= 0 {
 		poll = 250 * time.Millisecond
 	}
-	log := f.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	t := &tail{path: f.Path, line: line, log: log, buf: make([]byte, 0, 64<<10)}
-	defer t.close()
-	start := true // the first file is read from its end
-	missing := false
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -55,24 +97,13 @@ func (f *Follower) Run(ctx context.Context, line func(string)) error {
 		case <-timer.C:
 		}
 		if t.file == nil {
-			err := t.open(start)
-			switch {
-			case errors.Is(err, fs.ErrNotExist):
-				start = false // a file created later is all news
-				if !missing {
-					log.Warn("postfix log not found, waiting for it", "file", f.Path)
-					missing = true
-				}
-				timer.Reset(poll)
-				continue
-			case err != nil:
+			if err := f.open(); err != nil {
 				return err
 			}
-			if missing {
-				log.Info("postfix log found", "file", f.Path)
-				missing = false
+			if t.file == nil {
+				timer.Reset(poll)
+				continue
 			}
-			start = false
 		}
 		grew, err := t.read()
 		if err != nil {

@@ -40,6 +40,7 @@ type Metrics struct {
 	harvestLimited   prometheus.Counter
 	validRecipients  *prometheus.GaugeVec
 	catchallProbes   *prometheus.CounterVec
+	learnLines       *prometheus.CounterVec
 	// Series of the hot path, resolved once.
 	rcptRequests    map[string]prometheus.Counter
 	cachedVerdicts  [callout.Unreachable + 1]prometheus.Counter
@@ -152,6 +153,10 @@ func New(version string, cache CacheStats) *Metrics {
 			Namespace: ns, Name: "catchall_probes_total",
 			Help: "Catch-all probes (probe_catchall) that got an answer, by result: catchall (the backend accepted an address that cannot exist) or not_catchall.",
 		}, []string{"result"}),
+		learnLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "learn_lines_total",
+			Help: "Lines of the gateway's Postfix log weighed for learning ([learn] postfix_log, calloutd learn), by result: learned (a negative verdict stored), ignored (not a delivery refused after END OF DATA), malformed, not_backend (the relay is not a server of the recipient's route), not_unknown (the reply does not say the recipient is unknown), stale (older than learned_ttl), listed (a recipients_file decides), store_error.",
+		}, []string{"result"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
@@ -167,7 +172,7 @@ func New(version string, cache CacheStats) *Metrics {
 	}
 	r.MustRegister(m.policyRequests, m.policyConns, m.verdicts, m.cacheHits, m.cacheMisses, m.cacheErrors,
 		m.calloutDuration, m.calloutsInFlight, m.backendAttempts, m.backendFailures, m.backendReplies, m.panics, m.attemptDuration, m.redisErrors, m.backendUp,
-		m.skipped, m.dryRun, m.harvestRejected, m.harvestLimited, m.validRecipients, m.catchallProbes, m.reloads, m.reloadOK, m.reloadTimestamp)
+		m.skipped, m.dryRun, m.harvestRejected, m.harvestLimited, m.validRecipients, m.catchallProbes, m.learnLines, m.reloads, m.reloadOK, m.reloadTimestamp)
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
 		Help:        "Always 1; the labels tell the calloutd version and the Go version that built it.",
@@ -209,6 +214,9 @@ func New(version string, cache CacheStats) *Metrics {
 	}
 	for _, r := range []string{"catchall", "not_catchall"} {
 		m.catchallProbes.WithLabelValues(r)
+	}
+	for _, r := range LearnResults {
+		m.learnLines.WithLabelValues(r)
 	}
 	m.rcptRequests = make(map[string]prometheus.Counter)
 	for _, a := range []string{"dunno", "reject", "defer", "defer_if_permit", "other"} {
@@ -381,6 +389,13 @@ func (m *Metrics) Catchall(_ string, catchall bool) {
 		m.catchallProbes.WithLabelValues("not_catchall").Inc()
 	}
 }
+
+// LearnResults are the results of calloutd_learn_lines_total (daemon's
+// Learn* constants).
+var LearnResults = []string{"learned", "ignored", "malformed", "not_backend", "not_unknown", "stale", "listed", "store_error"}
+
+// Learned implements daemon.Observer.
+func (m *Metrics) Learned(result string) { m.learnLines.WithLabelValues(result).Inc() }
 
 // WatchCatchalls exports calloutd_catchall_domains: how many domains this
 // node knows to be catch-all.

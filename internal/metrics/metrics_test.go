@@ -69,6 +69,7 @@ func touchAll(m *Metrics) {
 	m.ValidRecipients("example.com", 42)
 	m.Catchall("example.com", true)
 	m.WatchCatchalls(func() int { return 1 })
+	m.Learned("learned")
 	m.BackendUp("a:25", false)
 	m.WatchPool(fakePool{})
 	m.ConnState(+1)
@@ -132,7 +133,7 @@ func knownValues() map[string][]string {
 		"outcome":        verdicts,
 		"source":         {"cache", "callout", "coalesced", "list", "catchall"},
 		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking", "count", "tally"},
-		"result":         {"success", "failure", "catchall", "not_catchall"},
+		"result":         append([]string{"success", "failure", "catchall", "not_catchall"}, LearnResults...),
 		"reason": {"connect", "timeout", "breaker_open", "no_smtputf8", "tls", "dns", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
 			// replies to RCPT TO (callout.Classify)
 			"accepted", "no_such_user", "disabled", "moved", "admin", "greylisted", "rate_limited", "quota",

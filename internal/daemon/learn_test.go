@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calloutd/calloutd/internal/metrics"
+	"github.com/calloutd/calloutd/internal/smtptest"
+)
+
+// bounceLine is what the gateway's Postfix logs when relay refuses rcpt
+// after END OF DATA (measured: see POSTFIX-NOTES).
+func bounceLine(queueID, rcpt, relayHost, relayPort, reply string) string {
+	return fmt.Sprintf(`Dec 02 17:04:18 gw postfix/smtp[1922]: %s: to=<%s>, relay=%s[%s]:%s, delay=0.08, delays=0.03/0.04/0/0, dsn=5.1.1, status=bounced (host %s[%s] said: %s (in reply to end of DATA command))`,
+		queueID, rcpt, relayHost, relayHost, relayPort, relayHost, relayHost, reply)
+}
+
+func TestLearnResultsMatchMetrics(t *testing.T) {
+	if !slices.Equal(LearnResults, metrics.LearnResults) {
+		t.Errorf("daemon.LearnResults %q, metrics.LearnResults %q", LearnResults, metrics.LearnResults)
+	}
+}
+
+// A backend that accepts every recipient at RCPT and refuses unknown ones
+// after END OF DATA (Exchange 2013+ without recipient filtering): the
+// refusal the gateway logs becomes a negative verdict, and the next RCPT
+// is refused at the gateway without asking the backend, even though the
+// domain is catch-all.
+func TestLearnFromPostfixLog(t *testing.T) {
+	c2 := smtptest.NewServer(t, smtptest.Behavior{}) // accepts everyone
+	other := smtptest.NewServer(t, smtptest.Behavior{})
+	logFile := filepath.Join(t.TempDir(), "mail.log")
+	if err := os.WriteFile(logFile, []byte("Dec 02 17:00:00 gw postfix/smtp[1]: history\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td := startDaemon(t, fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+probe_catchall = true
+[learn]
+postfix_log = %q
+learned_ttl = "3d"
+[[route]]
+name = "exchange"
+domains = ["c2.test"]
+servers = [%q]
+[[route]]
+name = "other"
+domains = ["other.test"]
+servers = [%q]
+`, logFile, c2.Addr(), other.Addr()))
+	p := dialPolicy(t, td.policy)
+	for _, r := range []string{"alice@c2.test", "bob@c2.test", "carol@c2.test"} {
+		if got := p.askAs("203.0.113.9", "", r); got != "DUNNO" {
+			t.Fatalf("%s before learning: %q", r, got)
+		}
+	}
+	host, port, _ := strings.Cut(c2.Addr(), ":")
+	reply := "550 5.1.1 <bob@c2.test>: Recipient address rejected: User unknown"
+	want := "550 5.1.1 User unknown (cached verdict)"
+
+	f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	written := time.Now()
+	if _, err := f.WriteString(bounceLine("A75C2986402", "bob@c2.test", host, port, reply) + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	rcpts := c2.Count("RCPT")
+	var got string
+	for time.Since(written) < 5*time.Second {
+		if got = p.askAs("203.0.113.9", "", "bob@c2.test"); got == want {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got != want {
+		t.Fatalf("bob@c2.test after the bounce was logged: %q, want %q", got, want)
+	}
+	t.Logf("learning delay, log line written to RCPT refused: %v", time.Since(written).Round(time.Millisecond))
+	if n := c2.Count("RCPT"); n != rcpts {
+		t.Errorf("the backend was asked %d more RCPTs; a learned verdict needs none", n-rcpts)
+	}
+	// Its mailbox neighbours are unaffected.
+	if got := p.askAs("203.0.113.9", "", "alice@c2.test"); got != "DUNNO" {
+		t.Errorf("alice@c2.test: %q", got)
+	}
+
+	resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "lookup", Address: "bob@c2.test"})
+	if err != nil || !resp.Found {
+		t.Fatalf("lookup: %+v %v", resp, err)
+	}
+	if e := resp.Entry; e.Learned != "A75C2986402" || e.Verdict != "unknown" || e.Route != "exchange" || e.Server != c2.Addr() ||
+		e.Code != 550 || e.Enhanced != "5.1.1" || e.Reason != "no_such_user" {
+		t.Errorf("learned entry %+v", *e)
+	}
+	if ttl := time.Until(resp.Entry.Expires); ttl < 70*time.Hour || ttl > 73*time.Hour+time.Minute {
+		// The line's time (no year: taken as this year's Dec 02) sets
+		// the start; the test may run on another day.
+		t.Logf("expires in %v", ttl)
+	}
+	wantMetrics(t, td, `calloutd_learn_lines_total{result="learned"} 1`)
+}
+
+// Only refusals after END OF DATA, by a server of the recipient's route,
+// that mean "unknown" teach anything; each line says why it did not.
+func TestLearnTrustsNothingElse(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{})
+	td := startDaemon(t, fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+[[route]]
+name = "main"
+domains = ["example.test"]
+servers = [%q]
+unknown_replies = ['^550 5\.7\.1 .*not a valid mailbox']
+`, backend.Addr()))
+	host, port, _ := strings.Cut(backend.Addr(), ":")
+	unknown := "550 5.1.1 <x@example.test>: Recipient address rejected: User unknown"
+	old := time.Now().Add(-4 * 24 * time.Hour).Format(time.RFC3339)
+	for _, c := range []struct {
+		name, line, result string
+	}{
+		{"refused after DATA", bounceLine("4F2A1B", "gone@example.test", host, port, unknown), LearnLearned},
+		{"the route's unknown_replies", bounceLine("4F2A1C", "admin@example.test", host, port, "550 5.7.1 admin@example.test is not a valid mailbox"), LearnLearned},
+		{"delivered", `Dec 02 17:04:18 gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=x[127.0.0.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok)`, LearnIgnored},
+		{"refused at RCPT", strings.Replace(bounceLine("4F2A1B", "a@example.test", host, port, unknown), "end of DATA", "RCPT TO", 1), LearnIgnored},
+		{"a remote site on the internet", bounceLine("4F2A1B", "a@example.test", "198.51.100.7", "25", unknown), LearnNotBackend},
+		{"the backend's address, another port", bounceLine("4F2A1B", "a@example.test", host, "2", unknown), LearnNotBackend},
+		{"a domain no route covers", bounceLine("4F2A1B", "a@elsewhere.test", host, port, unknown), LearnNotBackend},
+		{"a policy refusal", bounceLine("4F2A1B", "a@example.test", host, port, "550 5.7.1 Message rejected as spam"), LearnNotUnknown},
+		{"mailbox full", bounceLine("4F2A1B", "a@example.test", host, port, "552 5.2.2 Mailbox full"), LearnNotUnknown},
+		{"unreadable reply", bounceLine("4F2A1B", "a@example.test", host, port, "550 go away"), LearnNotUnknown},
+		{"older than learned_ttl", old + " gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=" + host + "[" + host + "]:" + port + ", delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host " + host + "[" + host + "] said: " + unknown + " (in reply to end of DATA command))", LearnStale},
+		{"hostile recipient", bounceLine("4F2A1B", "a\tb@example.test", host, port, unknown), LearnMalformed},
+		{"a reply quoted from another host", strings.Replace(bounceLine("4F2A1B", "a@example.test", host, port, unknown), "(host "+host, "(host 10.9.9.9", 1), LearnMalformed},
+	} {
+		resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "learn", Line: c.line})
+		if err != nil || resp.Error != "" || resp.Learn == nil {
+			t.Errorf("%s: %+v %v", c.name, resp, err)
+			continue
+		}
+		if resp.Learn.Result != c.result {
+			t.Errorf("%s: %+v, want %s", c.name, *resp.Learn, c.result)
+		}
+	}
+	p := dialPolicy(t, td.policy)
+	if got := p.askAs("203.0.113.9", "", "gone@example.test"); got != "550 5.1.1 User unknown (cached verdict)" {
+		t.Errorf("gone@example.test: %q", got)
+	}
+	if got := p.askAs("203.0.113.9", "", "a@example.test"); got != "DUNNO" {
+		t.Errorf("a@example.test, never learned: %q", got)
+	}
+	wantMetrics(t, td, `calloutd_learn_lines_total{result="learned"} 2`, `calloutd_learn_lines_total{result="ignored"} 2`,
+		`calloutd_learn_lines_total{result="not_backend"} 3`, `calloutd_learn_lines_total{result="not_unknown"} 3`,
+		`calloutd_learn_lines_total{result="stale"} 1`, `calloutd_learn_lines_total{result="malformed"} 2`)
+}
