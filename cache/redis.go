@@ -719,7 +719,7 @@ type redisValue struct {
 	Route    string    `json:"route,omitempty"`
 	Server   string    `json:"server,omitempty"`
 	Verified time.Time `json:"verified"`
-	Routes   string    `json:"routes,omitempty"` // hex fingerprint
+	Routes   string    `json:"routes,omitempty"`  // hex fingerprint
 	Learned  string    `json:"learned,omitempty"` // queue id of the log line
 }
 
