@@ -116,7 +116,13 @@ func lookup(args []string, stdout, stderr io.Writer) int {
 	if e.Route != "" {
 		fmt.Fprintf(stdout, "  from      route %s, server %s\n", e.Route, e.Server)
 	}
-	fmt.Fprintf(stdout, "  verified  %s (%s ago)\n", e.Verified.Format(time.RFC3339), time.Since(e.Verified).Round(time.Second))
+	if e.Learned != "" {
+		// Not asked: learned from the gateway's delivery log.
+		fmt.Fprintf(stdout, "  learned   from the postfix log: queue id %s, logged %s (%s ago)\n", e.Learned,
+			e.Verified.Format(time.RFC3339), time.Since(e.Verified).Round(time.Second))
+	} else {
+		fmt.Fprintf(stdout, "  verified  %s (%s ago)\n", e.Verified.Format(time.RFC3339), time.Since(e.Verified).Round(time.Second))
+	}
 	if e.Expires.IsZero() {
 		fmt.Fprintf(stdout, "  expires   never (no TTL on the key)\n")
 	} else {

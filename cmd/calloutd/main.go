@@ -5,6 +5,7 @@
 //	calloutd check [-config FILE] [-server HOST:PORT] ADDRESS...
 //	calloutd lookup [-config FILE] ADDRESS
 //	calloutd flush [-config FILE] ADDRESS | @DOMAIN | -all
+//	calloutd learn [-config FILE] [-v] < LOG
 //	calloutd version
 //
 // See docs/ for configuration and operation.
@@ -47,10 +48,14 @@ const usage = `Usage:
   calloutd lookup [-config FILE] ADDRESS|@DOMAIN     show the cached verdict (@DOMAIN: catch-all)
   calloutd flush  [-config FILE] ADDRESS|@DOMAIN|-all  forget cached verdicts
   calloutd report [-config FILE] [-json]             licence count per domain
+  calloutd learn  [-config FILE] [-v] < LOG          learn from Postfix log lines on standard input
   calloutd version                                   print the version (also -version)
 
 FILE defaults to ` + config.DefaultPath + `. Run "calloutd COMMAND -h" for a command's flags.
 `
+
+// stdin is what "calloutd learn" reads; tests replace it.
+var stdin io.Reader = os.Stdin
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -79,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return flush(args[1:], stdout, stderr)
 	case "report":
 		return report(args[1:], stdout, stderr)
+	case "learn":
+		return learnCmd(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -258,9 +258,33 @@ servers = ["%s"]
 		rows[0]["domain"] != "example.test" || rows[0]["valid"] != 0.0 || rows[0]["unknown"] != 1.0 || rows[0]["callouts"] != 1.0 {
 		t.Errorf("report -json: exit %d, %v, stdout %q, stderr %q", code, err, out, errOut)
 	}
+
 	code, out, _ = calloutd("report", "-config", path)
 	if code != 0 || !strings.Contains(out, "Licence count over the last 30 days") || !regexp.MustCompile(`(?m)^ *example\.test +0 +1 +1 *$`).MatchString(out) {
 		t.Errorf("report: exit %d, stdout %q", code, out)
+	}
+
+	// calloutd learn: Postfix log lines on standard input, handed to the
+	// daemon; only the refusal after END OF DATA by the route's server
+	// teaches anything.
+	host, port, _ := strings.Cut(first.Addr(), ":")
+	relay := host + "[" + host + "]"
+	stdin = strings.NewReader("Dec  2 17:04:17 gw postfix/smtpd[7]: connect from unknown[203.0.113.9]\n" +
+		"2D3E4F5A6B: to=<bob@example.test>, relay=" + relay + ":" + port + ", delay=0.1, delays=0/0/0/0.1, dsn=5.1.1, status=bounced (host " + relay +
+		" said: 550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown (in reply to end of DATA command))\n" +
+		"2D3E4F5A6C: to=<eve@example.test>, relay=mx.elsewhere.test[198.51.100.7]:25, delay=0.1, delays=0/0/0/0.1, dsn=5.1.1, status=bounced (host mx.elsewhere.test[198.51.100.7]" +
+		" said: 550 5.1.1 User unknown (in reply to end of DATA command))\n")
+	t.Cleanup(func() { stdin = os.Stdin })
+	code, out, errOut = calloutd("learn", "-config", path)
+	if code != 0 || out != "bob@example.test learned\n" || errOut != "calloutd learn: 3 lines: ignored 1, learned 1, not_backend 1\n" {
+		t.Errorf("learn: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = calloutd("lookup", "-config", path, "bob@example.test")
+	if code != 0 || !strings.Contains(out, "  verdict   unknown\n") || !strings.Contains(out, "  learned   from the postfix log: queue id 2D3E4F5A6B, logged ") {
+		t.Errorf("lookup of a learned verdict: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if got, want := ask("bob@example.test"), "action=550 5.1.1 User unknown (cached verdict)\n\n"; got != want {
+		t.Errorf("answer after learning %q, want %q", got, want)
 	}
 
 	// SIGHUP with the policy connection open: the new route answers on it.
