@@ -582,7 +582,7 @@ func (d *Daemon) Reload() error {
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
 	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Cache.Redis, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Cache.Redis, old.Log.Format, old.Log.File
-	cfg.Stats, cfg.DNS = old.Stats, old.DNS
+	cfg.Stats, cfg.DNS, cfg.Learn.PostfixLog = old.Stats, old.DNS, old.Learn.PostfixLog
 	d.cfg.Store(cfg)
 	d.metrics.Reloaded(true)
 	d.log.Info("configuration reloaded", "config", d.path, "routes", len(cfg.Routes))
@@ -673,6 +673,7 @@ func restartKeys(a, b *config.Config) []string {
 		{"log.file", a.Log.File, b.Log.File},
 		{"stats.window", a.Stats.Window, b.Stats.Window},
 		{"dns", a.DNS, b.DNS},
+		{"learn.postfix_log", a.Learn.PostfixLog, b.Learn.PostfixLog},
 	} {
 		if k.a != k.b {
 			keys = append(keys, k.name)
