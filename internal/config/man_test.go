@@ -23,10 +23,7 @@ const (
 // manPending are keys calloutd.toml(5) documents before the code has them;
 // the check that every documented key exists lets them through. Once a key
 // lands in Config it is required like any other, and may leave this list.
-var manPending = map[string]bool{
-	"learn.postfix_log": true,
-	"learn.learned_ttl": true,
-}
+var manPending = map[string]bool{}
 
 // manEntry is one ".It Cm key ..." line of calloutd.toml(5).
 type manEntry struct {
