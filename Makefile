@@ -16,6 +16,13 @@ build:
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/calloutd serve -config contrib/calloutd.toml
 
+# demo: calloutd on the example config with a demo backend, then check, a
+# policy round trip, the cache, lookup, flush and the metrics, stopped and
+# cleaned up on exit (contrib/demo/demo.sh; README.md, "See it work").
+.PHONY: demo
+demo:
+	@GO="$(GO)" bash contrib/demo/demo.sh
+
 # deps installs what the tests need (postfix, swaks, redis-server) when it is
 # missing and we are root on Debian; elsewhere it says what to install.
 deps:

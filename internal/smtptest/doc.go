@@ -25,6 +25,11 @@
 // stops the listener, closes every connection and waits for the server's
 // goroutines, so a test that uses it leaks none.
 //
+// Start serves a listener the caller made instead, for the one program that
+// is not a test: the demo backend of "make demo" (internal/demo/backend),
+// which must listen on the example configuration's fixed port and logs each
+// command through Behavior.OnCommand.
+//
 // It is a normal package, not a _test file, so that the tests of any package
-// can import it; nothing outside tests should.
+// can import it; nothing outside tests and the demo should.
 package smtptest

@@ -80,6 +80,12 @@ type Behavior struct {
 	// "garbage\r\n" or "250-ok\r\n" (a reply that never ends). The session
 	// then goes on as if a reply had been sent.
 	Raw map[string]string
+	// OnCommand, when set, is called with every command line received
+	// (without its line ending, as Lines records it), before the reply is
+	// sent: a program serving the server can log the dialogue as it goes.
+	// It is called from the server's goroutines and must be safe for
+	// concurrent use.
+	OnCommand func(line string)
 }
 
 // Users returns a Rcpt func that accepts the given addresses (local@domain
@@ -128,6 +134,15 @@ func NewServer(t testing.TB, b Behavior) *Server {
 	if err != nil {
 		t.Fatalf("smtptest: listen: %v", err)
 	}
+	s := Start(ln, b)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start serves ln in the background as b says, for a program that is not a
+// test (the demo backend, on a fixed address). The server owns ln: Close
+// closes it and must be called.
+func Start(ln net.Listener, b Behavior) *Server {
 	s := &Server{
 		b:      b,
 		raw:    make(map[string]string, len(b.Raw)),
@@ -144,7 +159,6 @@ func NewServer(t testing.TB, b Behavior) *Server {
 	s.b.Raw = nil
 	s.wg.Add(1)
 	go s.accept()
-	t.Cleanup(s.Close)
 	return s
 }
 
@@ -304,6 +318,9 @@ func (s *Server) serve(c net.Conn) {
 		verb, arg, _ := strings.Cut(line, " ")
 		verb = strings.ToUpper(verb)
 		s.record(line, verb)
+		if s.b.OnCommand != nil {
+			s.b.OnCommand(line)
+		}
 		if verb == "STARTTLS" && s.b.TLS != nil && !ss.tls {
 			if !ss.respond(verb, "220 2.0.0 Ready to start TLS") {
 				return

@@ -428,3 +428,37 @@ func TestAddr(t *testing.T) {
 		t.Errorf("Addr() = %q, want 127.0.0.1:port", s.Addr())
 	}
 }
+
+// TestStartOnCommand serves a listener the caller made, as the demo backend
+// does, and sees every command line through OnCommand before its reply.
+func TestStartOnCommand(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	s := Start(ln, Behavior{Rcpt: Users("a@b.test"), OnCommand: func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, line)
+	}})
+	defer s.Close()
+	if s.Addr() != ln.Addr().String() {
+		t.Errorf("Addr() = %q, want the listener's %q", s.Addr(), ln.Addr())
+	}
+	c := dial(t, s)
+	c.reply()
+	c.expect("EHLO gw.test", DefaultEHLO+"\r\n")
+	c.expect("RCPT TO:<a@b.test>", "250 2.1.5 Ok\r\n")
+	mu.Lock()
+	got := slices.Clone(seen)
+	mu.Unlock()
+	if want := []string{"EHLO gw.test", "RCPT TO:<a@b.test>"}; !slices.Equal(got, want) {
+		t.Errorf("OnCommand saw %q, want %q", got, want)
+	}
+	s.Close()
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Errorf("Close left %s listening", ln.Addr())
+	}
+}
