@@ -553,7 +553,7 @@ func validateCallout(prefix string, co *Callout) error {
 		return keyError(prefix+"helo_name", "%v", err)
 	}
 	if co.MailFrom != "" {
-		a, err := callout.ParseAddress(co.MailFrom)
+		a, err := callout.ParseAddress(unquoteLocal(co.MailFrom))
 		if err != nil {
 			return keyError(prefix+"mail_from", "%v", err)
 		}
@@ -619,6 +619,28 @@ func validateCallout(prefix string, co *Callout) error {
 		*dst = a
 	}
 	return nil
+}
+
+// unquoteLocal turns an address whose local part is a quoted string, as
+// on the wire ("\"probe sender\"@example.net"), into Postfix's internal
+// form ("probe sender@example.net"), which ParseAddress reads; other
+// addresses are returned as they are. mail_from is kept in the wire form,
+// so without this a configuration printed by calloutd config would not
+// load as itself.
+func unquoteLocal(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	local := s[:max(at, 0)]
+	if len(local) < 2 || local[0] != '"' || local[len(local)-1] != '"' {
+		return s
+	}
+	var b strings.Builder
+	for i := 1; i < len(local)-1; i++ {
+		if local[i] == '\\' && i+1 < len(local)-1 {
+			i++
+		}
+		b.WriteByte(local[i])
+	}
+	return b.String() + s[at:]
 }
 
 // checkLocalAddr tells whether callouts can leave from a: a socket can be
