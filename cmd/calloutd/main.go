@@ -5,6 +5,7 @@
 //	calloutd check [-config FILE] [-server HOST:PORT] ADDRESS...
 //	calloutd lookup [-config FILE] ADDRESS
 //	calloutd flush [-config FILE] ADDRESS | @DOMAIN | -all
+//	calloutd config [-config FILE] [-n | -check]
 //	calloutd version
 //
 // See docs/ for configuration and operation.
@@ -19,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"github.com/calloutd/calloutd/internal/config"
@@ -47,6 +47,9 @@ const usage = `Usage:
   calloutd lookup [-config FILE] ADDRESS|@DOMAIN     show the cached verdict (@DOMAIN: catch-all)
   calloutd flush  [-config FILE] ADDRESS|@DOMAIN|-all  forget cached verdicts
   calloutd report [-config FILE] [-json]             licence count per domain
+  calloutd config [-config FILE] [-n | -check]       print the configuration in force, defaults
+                                                     filled in (-n: only what differs from them);
+                                                     -check: validate as serve would, exit 78 if bad
   calloutd version                                   print the version (also -version)
 
 FILE defaults to ` + config.DefaultPath + `. Run "calloutd COMMAND -h" for a command's flags.
@@ -79,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return flush(args[1:], stdout, stderr)
 	case "report":
 		return report(args[1:], stdout, stderr)
+	case "config":
+		return configCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -169,9 +174,8 @@ func serve(args []string, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	log.Info("calloutd started", "version", versionString(), "config", *path, "routes", len(cfg.Routes))
-	if !strings.Contains(cfg.Callout.HeloName, ".") {
-		// Backends with reject_non_fqdn_helo_hostname refuse us at RCPT.
-		log.Warn("callout.helo_name is not fully qualified; some backends will refuse the callout", "helo_name", cfg.Callout.HeloName)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", "key", w.Key, "warning", w.Msg)
 	}
 	if err := d.Serve(ctx, ls, hup); err != nil {
 		log.Error("calloutd stopped", "err", err)
