@@ -24,6 +24,7 @@ import (
 
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/daemon"
+	"github.com/calloutd/calloutd/internal/logfile"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; else
@@ -147,15 +148,18 @@ func serve(args []string, stderr io.Writer) int {
 	if *stdio {
 		return serveStdio(cfg)
 	}
-	var w io.Writer = os.Stderr
+	var (
+		w       io.Writer = os.Stderr
+		logFile *logfile.File // reopened on SIGHUP
+	)
 	if cfg.Log.File != "" {
-		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := logfile.Open(cfg.Log.File)
 		if err != nil {
 			fmt.Fprintf(stderr, "calloutd: log.file: %v\n", err)
 			return exitExConfig
 		}
 		defer f.Close()
-		w = f
+		w, logFile = f, f
 	}
 	log, level := daemon.NewLogger(cfg.Log, w)
 	d, err := daemon.New(cfg, daemon.Options{Path: *path, Logger: log, Level: level, Version: versionString()})
@@ -170,9 +174,8 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	hup, stopHUP := forwardHUP(ctx, logFile, log)
+	defer stopHUP()
 	log.Info("calloutd started", "version", versionString(), "config", *path, "routes", len(cfg.Routes))
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration warning", "key", w.Key, "warning", w.Msg)
