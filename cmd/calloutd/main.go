@@ -149,7 +149,7 @@ func serve(args []string, stderr io.Writer) int {
 		return serveStdio(cfg)
 	}
 	var (
-		w       io.Writer = os.Stderr
+		w       io.Writer     = os.Stderr
 		logFile *logfile.File // reopened on SIGHUP
 	)
 	if cfg.Log.File != "" {
