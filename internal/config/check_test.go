@@ -99,7 +99,7 @@ func TestCheckSelfRoutes(t *testing.T) {
 		{"another loopback address, listener on one", servers(`"127.0.0.1:10040"`, "", "127.0.0.2:10040"), []string{}},
 		{
 			"any loopback address, listener on all",
-			servers(`"unix:/run/calloutd/policy.sock", "0.0.0.0:10040"`, "", "127.0.0.2:10040", "[::1]:10040"),
+			servers(`"unix:`+t.TempDir()+`/policy.sock", "0.0.0.0:10040"`, "", "127.0.0.2:10040", "[::1]:10040"),
 			[]string{
 				`route[0].servers[0]: "127.0.0.2:10040" is calloutd itself (listen[1] = "0.0.0.0:10040"): the route would ask calloutd, not a mail server`,
 				`route[0].servers[1]: "[::1]:10040" is calloutd itself (listen[1] = "0.0.0.0:10040"): the route would ask calloutd, not a mail server`,
