@@ -6,6 +6,7 @@
 //	calloutd lookup [-config FILE] ADDRESS
 //	calloutd flush [-config FILE] ADDRESS | @DOMAIN | -all
 //	calloutd learn [-config FILE] [-v] < LOG
+//	calloutd config [-config FILE] [-n | -check]
 //	calloutd version
 //
 // See docs/ for configuration and operation.
@@ -20,11 +21,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/daemon"
+	"github.com/calloutd/calloutd/internal/logfile"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; else
@@ -49,6 +50,9 @@ const usage = `Usage:
   calloutd flush  [-config FILE] ADDRESS|@DOMAIN|-all  forget cached verdicts
   calloutd report [-config FILE] [-json]             licence count per domain
   calloutd learn  [-config FILE] [-v] < LOG          learn from Postfix log lines on standard input
+  calloutd config [-config FILE] [-n | -check]       print the configuration in force, defaults
+                                                     filled in (-n: only what differs from them);
+                                                     -check: validate as serve would, exit 78 if bad
   calloutd version                                   print the version (also -version)
 
 FILE defaults to ` + config.DefaultPath + `. Run "calloutd COMMAND -h" for a command's flags.
@@ -86,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return report(args[1:], stdout, stderr)
 	case "learn":
 		return learnCmd(args[1:], stdin, stdout, stderr)
+	case "config":
+		return configCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -149,15 +155,18 @@ func serve(args []string, stderr io.Writer) int {
 	if *stdio {
 		return serveStdio(cfg)
 	}
-	var w io.Writer = os.Stderr
+	var (
+		w       io.Writer     = os.Stderr
+		logFile *logfile.File // reopened on SIGHUP
+	)
 	if cfg.Log.File != "" {
-		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := logfile.Open(cfg.Log.File)
 		if err != nil {
 			fmt.Fprintf(stderr, "calloutd: log.file: %v\n", err)
 			return exitExConfig
 		}
 		defer f.Close()
-		w = f
+		w, logFile = f, f
 	}
 	log, level := daemon.NewLogger(cfg.Log, w)
 	d, err := daemon.New(cfg, daemon.Options{Path: *path, Logger: log, Level: level, Version: versionString()})
@@ -172,13 +181,11 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	hup, stopHUP := forwardHUP(ctx, logFile, log)
+	defer stopHUP()
 	log.Info("calloutd started", "version", versionString(), "config", *path, "routes", len(cfg.Routes))
-	if !strings.Contains(cfg.Callout.HeloName, ".") {
-		// Backends with reject_non_fqdn_helo_hostname refuse us at RCPT.
-		log.Warn("callout.helo_name is not fully qualified; some backends will refuse the callout", "helo_name", cfg.Callout.HeloName)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", "key", w.Key, "warning", w.Msg)
 	}
 	if err := d.Serve(ctx, ls, hup); err != nil {
 		log.Error("calloutd stopped", "err", err)

@@ -24,7 +24,8 @@ import (
 // DefaultPath is where serve looks without -config.
 const DefaultPath = "/etc/calloutd/calloutd.toml"
 
-// Config is the whole configuration. Field comments give the TOML keys.
+// Config is the whole configuration. Field comments give the TOML keys. A
+// field tagged secret:"true" (a password) is never printed (see Print).
 type Config struct {
 	Listen        []string `toml:"listen"`         // "host:port" or "unix:/path"
 	MetricsListen string   `toml:"metrics_listen"` // "" disables
@@ -107,10 +108,6 @@ type Callout struct {
 	RequestTimeout    Duration `toml:"request_timeout"`
 	UnreachableAction string   `toml:"unreachable_action"` // dunno | defer
 	TempfailAction    string   `toml:"tempfail_action"`    // dunno | defer
-	// RecipientDelimiter: characters that start an address extension, as
-	// Postfix's recipient_delimiter ("+", "+-"); the address without its
-	// extension is verified. "" = none.
-	RecipientDelimiter string `toml:"recipient_delimiter"`
 	// ProbeCatchall: after a backend accepts a recipient of a domain with
 	// no fresh catch-all verdict, ask it about an address that cannot
 	// exist; a domain whose backend accepts it is catch-all for
@@ -124,6 +121,10 @@ type Callout struct {
 	TLSVerify     bool   `toml:"tls_verify"`
 	TLSServerName string `toml:"tls_server_name"`
 	TLSCAFile     string `toml:"tls_ca_file"`
+	// RecipientDelimiter: characters that start an address extension, as
+	// Postfix's recipient_delimiter ("+", "+-"); the address without its
+	// extension is verified. "" = none.
+	RecipientDelimiter string `toml:"recipient_delimiter"`
 	// SourceAddress: the local addresses callouts leave from, at most one
 	// per family ("192.0.2.10", or ["192.0.2.10", "2001:db8::10"]).
 	SourceAddress AddrList `toml:"source_address"`
@@ -162,7 +163,7 @@ type Redis struct {
 	Username   string   `toml:"username"`
 	// Password, when empty, is taken from CALLOUTD_REDIS_PASSWORD. It is
 	// never logged.
-	Password    string   `toml:"password"`
+	Password    string   `toml:"password" secret:"true"`
 	DB          int      `toml:"db"`
 	KeyPrefix   string   `toml:"key_prefix"`
 	TLS         bool     `toml:"tls"`
@@ -190,7 +191,7 @@ type Route struct {
 	LDAPStartTLS     bool      `toml:"ldap_starttls"`
 	LDAPCAFile       string    `toml:"ldap_ca_file"` // "" = the system's CAs
 	LDAPBindDN       string    `toml:"ldap_bind_dn"`
-	LDAPBindPassword string    `toml:"ldap_bind_password"` // "" = env CALLOUTD_LDAP_PASSWORD_<NAME>
+	LDAPBindPassword string    `toml:"ldap_bind_password" secret:"true"` // "" = env CALLOUTD_LDAP_PASSWORD_<NAME>
 	LDAPBaseDN       string    `toml:"ldap_base_dn"`
 	LDAPFilter       string    `toml:"ldap_filter"` // %s = the address, escaped (RFC 4515)
 	LDAPTimeout      *Duration `toml:"ldap_timeout"`
@@ -494,6 +495,12 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// The defaults of an LDAP route's ldap_filter and ldap_timeout.
+const (
+	DefaultLDAPFilter  = "(mail=%s)"
+	DefaultLDAPTimeout = Duration(3 * time.Second)
+)
+
 // LDAPPasswordEnv is the environment variable that supplies an LDAP
 // route's ldap_bind_password when the file leaves it empty.
 func LDAPPasswordEnv(route string) string {
@@ -527,13 +534,13 @@ func (r *Route) validateLDAP(key string) error {
 		return keyError(key+".ldap_base_dn", "must not be empty")
 	}
 	if r.LDAPFilter == "" {
-		r.LDAPFilter = "(mail=%s)"
+		r.LDAPFilter = DefaultLDAPFilter
 	}
 	if err := directory.CheckFilter(r.LDAPFilter); err != nil {
 		return keyError(key+".ldap_filter", "%q: %v", r.LDAPFilter, err)
 	}
 	if r.LDAPTimeout == nil {
-		d := Duration(3 * time.Second)
+		d := DefaultLDAPTimeout
 		r.LDAPTimeout = &d
 	}
 	if *r.LDAPTimeout <= 0 || *r.LDAPTimeout > Duration(time.Minute) {
@@ -572,7 +579,7 @@ func validateCallout(prefix string, co *Callout) error {
 		return keyError(prefix+"helo_name", "%v", err)
 	}
 	if co.MailFrom != "" {
-		a, err := callout.ParseAddress(co.MailFrom)
+		a, err := callout.ParseAddress(unquoteLocal(co.MailFrom))
 		if err != nil {
 			return keyError(prefix+"mail_from", "%v", err)
 		}
@@ -638,6 +645,28 @@ func validateCallout(prefix string, co *Callout) error {
 		*dst = a
 	}
 	return nil
+}
+
+// unquoteLocal turns an address whose local part is a quoted string, as
+// on the wire ("\"probe sender\"@example.net"), into Postfix's internal
+// form ("probe sender@example.net"), which ParseAddress reads; other
+// addresses are returned as they are. mail_from is kept in the wire form,
+// so without this a configuration printed by calloutd config would not
+// load as itself.
+func unquoteLocal(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	local := s[:max(at, 0)]
+	if len(local) < 2 || local[0] != '"' || local[len(local)-1] != '"' {
+		return s
+	}
+	var b strings.Builder
+	for i := 1; i < len(local)-1; i++ {
+		if local[i] == '\\' && i+1 < len(local)-1 {
+			i++
+		}
+		b.WriteByte(local[i])
+	}
+	return b.String() + s[at:]
 }
 
 // checkLocalAddr tells whether callouts can leave from a: a socket can be

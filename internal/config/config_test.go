@@ -315,6 +315,11 @@ func TestDefaults(t *testing.T) {
 			"[callout]\nmail_from = \"probe sender@example.net\"\n",
 			func(c *Config) { c.Callout.MailFrom = `"probe sender"@example.net` },
 		},
+		{
+			"mail_from in wire form, read as the same address",
+			"[callout]\nmail_from = '\"probe \\\"x\\\" sender\"@example.net'\n",
+			func(c *Config) { c.Callout.MailFrom = `"probe \"x\" sender"@example.net` },
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
