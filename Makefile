@@ -55,9 +55,11 @@ fuzz:
 	$(FUZZ) FuzzParseRequest ./policyd
 	$(FUZZ) FuzzActionText ./policyd
 	$(FUZZ) FuzzReadReply ./callout
+	$(FUZZ) FuzzClassify ./callout
 	$(FUZZ) FuzzParseAddress ./callout
 	$(FUZZ) FuzzParse ./internal/recipients
 	$(FUZZ) FuzzFilterEscape ./callout/directory
+	$(FUZZ) FuzzParse ./internal/learn
 
 clean:
 	rm -rf bin

@@ -464,6 +464,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a#b@[IPv6:2001:db8::1]\n"))
 	f.Add([]byte("\uFEFF@\n"))
 	f.Add([]byte("@aaaaaaa.aaa\r#0"))
+	f.Add([]byte("!!!!+++!ғ!+++@0")) // non-ASCII letters keep their case
+	f.Add([]byte("SSSSSSϡ.0@1"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("fuzz", data)
 		if err != nil {
@@ -474,7 +476,14 @@ func FuzzParse(f *testing.F) {
 			if len(fields) == 0 || fields[0][0] == '#' {
 				continue
 			}
-			entry := strings.ToUpper(fields[0])
+			// Lists fold ASCII case only, as cache keys do: strings.ToUpper
+			// would change letters outside ASCII too ("ғ" to "Ғ").
+			entry := strings.Map(func(r rune) rune {
+				if 'a' <= r && r <= 'z' {
+					return r - 'a' + 'A'
+				}
+				return r
+			}, fields[0])
 			var ok bool
 			if d, wild := strings.CutPrefix(entry, "@"); wild {
 				ok = l.Contains("SOMEONE", d)
