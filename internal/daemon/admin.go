@@ -163,6 +163,9 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 		if err != nil {
 			resp.Error = err.Error()
 		}
+		// Its catch-all verdict went with it: the next accepted
+		// recipient probes again, and the gauge must not count it.
+		d.handler.catchall.known.Delete(domain)
 	case req.Op == "report":
 		s := d.handler.stats
 		if s == nil {
@@ -182,6 +185,7 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 		if err != nil {
 			resp.Error = err.Error()
 		}
+		d.handler.catchall.known.Clear()
 	default:
 		resp.Error = fmt.Sprintf("unsupported request %+v", *req)
 	}

@@ -541,6 +541,12 @@ servers = [%q]
 	if err != nil || !resp.Found || resp.Entry.Verdict != "valid" {
 		t.Errorf("lookup @all.test: %+v, %v; want the catch-all verdict", resp, err)
 	}
+	// Flushing the domain forgets its catch-all verdict, and the gauge
+	// says so.
+	if resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "flush", Domain: "all.test"}); err != nil || resp.Error != "" {
+		t.Fatalf("flush @all.test: %+v %v", resp, err)
+	}
+	wantMetrics(t, td, `calloutd_catchall_domains 0`)
 }
 
 // STARTTLS on callouts: opportunistic by default (encrypted when
