@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/smtptest"
 )
 
@@ -175,5 +176,47 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A reload keeps the pooled sessions its routes still use: those of an
+// "mx:" route whatever server DNS named, those of a listed server only
+// while it is listed, and none asked with other settings.
+func TestPoolKeysAfterReload(t *testing.T) {
+	cfg, err := config.Parse("t.toml", []byte(`[callout]
+helo_name = "gw.test"
+[[route]]
+domains = ["dns.test"]
+servers = ["mx:backend.dns.test"]
+[[route]]
+domains = ["static.test"]
+servers = ["10.0.0.5:25"]
+helo_name = "other.gw.test"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := poolKeys(cfg)
+	st := func(i int) (string, string, string, string) {
+		s, err := smtpSettings(&cfg.Routes[i].Effective.Callout, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.HeloName, s.MailFrom, s.Source(), s.TLS + "|" + s.TLSKey
+	}
+	h0, f0, s0, t0 := st(0)
+	h1, f1, s1, t1 := st(1)
+	for _, c := range []struct {
+		server, helo, from, source, tls string
+		want                            bool
+	}{
+		{"192.0.2.7:25", h0, f0, s0, t0, true},        // named by the MX records
+		{"10.0.0.5:25", h1, f1, s1, t1, true},         // listed
+		{"10.0.0.6:25", h1, f1, s1, t1, false},        // no longer listed
+		{"192.0.2.7:25", "x.test", f0, s0, t0, false}, // another HELO name
+	} {
+		if got := keep(c.server, c.helo, c.from, c.source, c.tls); got != c.want {
+			t.Errorf("keep(%s, %s) = %v, want %v", c.server, c.helo, got, c.want)
+		}
 	}
 }

@@ -631,10 +631,18 @@ func poolKeys(cfg *config.Config) func(server, helo, from, source, tls string) b
 			continue // newRouting refused this configuration already
 		}
 		for _, srv := range r.Servers {
+			if callout.IsMX(srv) {
+				// Its servers are whatever DNS says now: keep sessions
+				// asked this way to any server (an MX host dropped from
+				// DNS closes them when idle).
+				srv = ""
+			}
 			keep[key{srv, st.HeloName, st.MailFrom, st.Source(), st.TLS + "|" + st.TLSKey}] = true
 		}
 	}
-	return func(server, helo, from, source, tls string) bool { return keep[key{server, helo, from, source, tls}] }
+	return func(server, helo, from, source, tls string) bool {
+		return keep[key{server, helo, from, source, tls}] || keep[key{"", helo, from, source, tls}]
+	}
 }
 
 // ldapServers are the LDAP URLs cfg's routes search.
