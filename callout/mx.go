@@ -356,12 +356,34 @@ func exchange(ctx context.Context, network, server string, query []byte, id uint
 		}
 		return parseAnswer(buf, id, q)
 	}
+	// UDP loses packets: the query is sent again when a third of the
+	// time it was given has passed without an answer (three tries in
+	// all, as resolv.conf's "attempts" would), and an answer to any of
+	// them will do.
+	every := udpRetransmit
+	if dl, ok := ctx.Deadline(); ok {
+		every = max(time.Until(dl)/3, 50*time.Millisecond)
+	}
 	if _, err := c.Write(query); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 4096)
+	resend := time.Now().Add(every)
 	for {
+		rd := resend
+		if dl, ok := ctx.Deadline(); ok && dl.Before(rd) {
+			rd = dl
+		}
+		_ = c.SetReadDeadline(rd)
 		n, err := c.Read(buf)
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil && time.Now().Before(deadlineOf(ctx)) {
+			if _, err := c.Write(query); err != nil {
+				return nil, err
+			}
+			resend = time.Now().Add(every)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -371,6 +393,18 @@ func exchange(ctx context.Context, network, server string, query []byte, id uint
 		}
 		// Not ours (a late answer, spoofing): wait for the right one.
 	}
+}
+
+// udpRetransmit is how long a UDP query waits before it is sent again
+// when its context has no deadline.
+const udpRetransmit = time.Second
+
+// deadlineOf is ctx's deadline, or a time far ahead.
+func deadlineOf(ctx context.Context) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(time.Hour)
 }
 
 // parseAnswer accepts only the answer to q: same ID, same question.

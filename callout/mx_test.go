@@ -107,6 +107,28 @@ func TestMXResolverTCPAndTimeout(t *testing.T) {
 	}
 }
 
+// A lost UDP answer is made up for by sending the query again within the
+// timeout, not by failing the route.
+func TestMXResolverRetransmits(t *testing.T) {
+	dns := dnstest.Start(t)
+	dns.SetMX("backend.test", 300, dnstest.MX{Pref: 10, Host: "mx1.backend.test"})
+	dns.SetAddrs("mx1.backend.test", 300, netip.MustParseAddr("192.0.2.1"))
+	dns.DropUDP(2)
+	r := &MXResolver{Server: dns.Addr(), Timeout: 900 * time.Millisecond}
+	if got, err := mxServers(t, r, "mx:backend.test"); err != nil || !slices.Equal(got, []string{"192.0.2.1:25"}) {
+		t.Fatalf("two answers lost: %v, %v", got, err)
+	}
+	mx := 0
+	for _, q := range dns.Queries() {
+		if q.Type == dnsmessage.TypeMX {
+			mx++
+		}
+	}
+	if mx != 3 {
+		t.Errorf("%d MX queries, want 3 (two lost, one answered): %v", mx, dns.Queries())
+	}
+}
+
 func TestIsMX(t *testing.T) {
 	for s, want := range map[string]bool{"mx:backend.test": true, "mx:2525": false, "mx.internal:25": false, "10.0.0.5": false} {
 		if got := IsMX(s); got != want {

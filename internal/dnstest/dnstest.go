@@ -43,6 +43,7 @@ type Server struct {
 	mu       sync.Mutex
 	names    map[string]*entry // canonical name (lower case, trailing dot) → its data
 	truncate bool
+	dropUDP  int // UDP answers still to lose
 	queries  []Query
 	conns    map[net.Conn]struct{} // open TCP connections, closed on cleanup
 	closed   bool
@@ -189,6 +190,15 @@ func (s *Server) TruncateUDP(on bool) {
 	s.truncate = on
 }
 
+// DropUDP makes the server lose its next n UDP answers (the queries are
+// recorded), as a lossy network does, so that a client's retransmission
+// can be seen.
+func (s *Server) DropUDP(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropUDP = n
+}
+
 // Queries returns every query received so far, in order. Packets that are
 // not a parsable query with one question are not recorded.
 func (s *Server) Queries() []Query {
@@ -283,7 +293,14 @@ func (s *Server) serveUDP() {
 			}
 			continue // nothing but closing makes an unconnected UDP read fail for good
 		}
-		if resp := s.respond(buf[:n], false); resp != nil {
+		resp := s.respond(buf[:n], false)
+		s.mu.Lock()
+		drop := s.dropUDP > 0 && resp != nil
+		if drop {
+			s.dropUDP--
+		}
+		s.mu.Unlock()
+		if resp != nil && !drop {
 			_, _ = s.udp.WriteToUDPAddrPort(resp, from)
 		}
 	}
