@@ -7,7 +7,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build run test deps vet lint unit bench fuzz clean deb
+.PHONY: all build run test deps vet lint unit bench fuzz clean deb deb-test
 
 all: build
 
@@ -41,7 +41,7 @@ lint:
 unit:
 	$(GO) test -race -count=1 ./...
 
-test: deps vet lint unit
+test: deps vet lint unit deb-test
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
@@ -93,3 +93,7 @@ deb:
 	  $(GO) run $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DEB)
 	@echo "built $(DEB)"
 
+# Installs the package on this machine, checks it, then purges it (root on
+# Debian only; skips elsewhere, fails under CI=true). packaging/test-deb.sh.
+deb-test: deb
+	bash packaging/test-deb.sh $(DEB) "$(VERSION)"
