@@ -4,6 +4,7 @@
 # standard output: calloutd's own LICENSE, then every Go module linked into
 # cmd/calloutd and the Go standard library, each with its own licence text
 # (calloutd is one static binary, so their code ships in the package too).
+# CGO_ENABLED=0 as in "make deb", so the list is that of the binary built.
 # A module whose licence this script cannot recognise fails the build: add
 # its case below rather than ship a wrong copyright file.
 set -euo pipefail
@@ -103,7 +104,7 @@ stanza '*' . calloutd
 goroot=$($GO env GOROOT)
 stanza 'go-stdlib/*' "$goroot" "Go $($GO env GOVERSION)"
 
-$GO list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}} {{.Dir}}{{end}}{{end}}' ./cmd/calloutd |
+CGO_ENABLED=0 $GO list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}} {{.Dir}}{{end}}{{end}}' ./cmd/calloutd |
   sort -u |
   while read -r path version dir; do
     [ -n "$dir" ] || { echo "packaging/copyright.sh: $path has no source directory (go mod download)" >&2; exit 1; }
