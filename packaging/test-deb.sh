@@ -189,6 +189,12 @@ if [ -n "$busy" ]; then
 else
   install -d -o calloutd -g calloutd -m 0750 /run/calloutd
 fi
+as_calloutd() { setpriv --reuid calloutd --regid calloutd --init-groups -- "$@"; }
+# What the unit's ExecStartPre runs.
+as_calloutd /usr/sbin/calloutd config -check -config "$config" >"$tmp/check.log" 2>&1 ||
+  { cat "$tmp/check.log" >&2; fail "calloutd config -check -config $config (as calloutd)"; }
+ok "calloutd config -check accepts $config (as calloutd)"
+# setpriv itself, not the function: $! must be calloutd's pid (setpriv execs).
 setpriv --reuid calloutd --regid calloutd --init-groups -- \
   /usr/sbin/calloutd serve -config "$config" >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
@@ -215,6 +221,9 @@ ok "policy round trip on 127.0.0.1:$port: $reply"
 kill "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 daemon_pid=
+if pgrep -u calloutd >/dev/null; then
+  fail "processes of user calloutd still run: $(pgrep -a -u calloutd | tr '\n' ';')"
+fi
 $run_existed || rm -rf /run/calloutd
 
 # --- upgrade over an edited conffile, remove, purge ------------------------
