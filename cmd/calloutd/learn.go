@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/calloutd/calloutd/internal/config"
 	"github.com/calloutd/calloutd/internal/daemon"
 	"github.com/calloutd/calloutd/internal/learn"
@@ -33,24 +35,31 @@ func learnCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: calloutd learn [-config FILE] [-v] < LOG")
 		return exitExUsage
 	}
-	cfg, err := config.Load(*path)
+	// Only admin_socket is needed: the daemon has the rest. (A full load
+	// would want the LDAP passwords of the daemon's environment.)
+	socket, err := adminSocket(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "calloutd: %v\n", err)
 		return exitExConfig
 	}
-	if cfg.AdminSocket == "" {
-		fmt.Fprintf(stderr, "calloutd: %s: admin_socket is \"\", so the running daemon cannot be asked to learn\n", *path)
-		return exitExConfig
-	}
 	counts := map[string]int{}
 	lines, unsent := 0, 0
+	queued := newRecent(1 << 14)
 	err = learn.ReadLines(stdin, func(line string) {
 		lines++
-		if _, err := learn.Parse(line, time.Now()); errors.Is(err, learn.ErrNotBounce) {
+		if id, n, ok := learn.Queued(line); ok {
+			// How many recipients the message had: a refusal after
+			// END OF DATA that names none is only learned from with one.
+			queued.note(id, n)
 			counts[daemon.LearnIgnored]++
 			return
 		}
-		res, err := askLearn(cfg.AdminSocket, line)
+		b, err := learn.Parse(line, time.Now())
+		if errors.Is(err, learn.ErrNotBounce) {
+			counts[daemon.LearnIgnored]++
+			return
+		}
+		res, err := askLearn(socket, line, queued.count(b.QueueID))
 		if err != nil {
 			unsent++
 			fmt.Fprintf(stderr, "calloutd learn: line %d not learned from: %v\n", lines, err)
@@ -84,9 +93,50 @@ func learnCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// adminSocket reads admin_socket from the configuration file at path.
+func adminSocket(path string) (string, error) {
+	v := struct {
+		AdminSocket *string `toml:"admin_socket"`
+	}{}
+	if _, err := toml.DecodeFile(path, &v); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	socket := config.Default().AdminSocket
+	if v.AdminSocket != nil {
+		socket = *v.AdminSocket
+	}
+	if socket == "" {
+		return "", fmt.Errorf("%s: admin_socket is \"\", so the running daemon cannot be asked to learn", path)
+	}
+	return socket, nil
+}
+
+// recent remembers how many recipients recent messages had (qmgr's
+// "nrcpt="), the oldest forgotten first.
+type recent struct {
+	n     map[string]int
+	order []string
+	next  int
+}
+
+func newRecent(size int) *recent {
+	return &recent{n: make(map[string]int), order: make([]string, size)}
+}
+
+func (r *recent) note(id string, n int) {
+	if _, ok := r.n[id]; !ok {
+		delete(r.n, r.order[r.next])
+		r.order[r.next] = id
+		r.next = (r.next + 1) % len(r.order)
+	}
+	r.n[id] = n
+}
+
+func (r *recent) count(id string) int { return r.n[id] }
+
 // askLearn sends one line to the daemon, trying once more a second later
 // if it cannot be reached (a restart).
-func askLearn(socket, line string) (daemon.LearnResult, error) {
+func askLearn(socket, line string, recipients int) (daemon.LearnResult, error) {
 	var err error
 	for try := 0; try < 2; try++ {
 		if try > 0 {
@@ -94,7 +144,7 @@ func askLearn(socket, line string) (daemon.LearnResult, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var resp daemon.AdminResponse
-		resp, err = daemon.Admin(ctx, socket, daemon.AdminRequest{Op: "learn", Line: line})
+		resp, err = daemon.Admin(ctx, socket, daemon.AdminRequest{Op: "learn", Line: line, Recipients: recipients})
 		cancel()
 		switch {
 		case err != nil:

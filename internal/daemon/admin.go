@@ -27,6 +27,9 @@ type AdminRequest struct {
 	Domain  string `json:"domain,omitempty"`
 	All     bool   `json:"all,omitempty"`
 	Line    string `json:"line,omitempty"`
+	// Recipients: for "learn", how many recipients the message of Line
+	// had (qmgr's "nrcpt="), when the caller read it; 0 if not.
+	Recipients int `json:"recipients,omitempty"`
 }
 
 // AdminResponse answers an AdminRequest.
@@ -178,7 +181,7 @@ func (d *Daemon) admin(ctx context.Context, req *AdminRequest) AdminResponse {
 			resp.Error = err.Error()
 		}
 	case req.Op == "learn" && req.Line != "":
-		r := d.handler.Learn(ctx, req.Line)
+		r := d.handler.Learn(ctx, req.Line, req.Recipients)
 		resp.Learn = &r
 	case req.Op == "flush" && req.All:
 		resp.Removed, err = Flush(ctx, d.store, "")

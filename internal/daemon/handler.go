@@ -89,6 +89,7 @@ type Handler struct {
 	// learnHosts: route server host name → hostAddrs, to match relays
 	// in the delivery log.
 	learnHosts sync.Map
+	queued     queuedCounts // recipients per recent message, from qmgr's lines
 	flight     singleflight.Group
 	log        *slog.Logger
 	routing    atomic.Pointer[Routing]
@@ -202,6 +203,12 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 	base := rcpt.Base(first.Delimiter)
 	if base == rcpt {
 		return h.answer(ctx, req, rt, client, routes, rcpt, start, deadline, ctimeout)
+	}
+	// What the delivery log taught about this very address (the backend
+	// refused bob+news@ after END OF DATA) stands, whatever bob@'s
+	// verdict says.
+	if a, ok := h.learnedAnswer(ctx, req, rt, client, routes, rcpt, start, deadline, ctimeout); ok {
+		return a
 	}
 	// recipient_delimiter: bob+news@ exists when bob@ does (asked first:
 	// one verdict for all of bob's extensions, cached) or when bob+news@

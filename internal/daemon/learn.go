@@ -6,8 +6,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/calloutd/calloutd/cache"
@@ -33,11 +35,12 @@ const (
 	LearnNotUnknown = "not_unknown" // the reply does not say the recipient is unknown
 	LearnStale      = "stale"       // the line is older than learned_ttl
 	LearnListed     = "listed"      // a recipients_file decides about the address
+	LearnAmbiguous  = "ambiguous"   // the refusal may be about another recipient of the message
 	LearnStoreError = "store_error" // the store could not be written
 )
 
 // LearnResults lists every result, for metrics.
-var LearnResults = []string{LearnLearned, LearnIgnored, LearnMalformed, LearnNotBackend, LearnNotUnknown, LearnStale, LearnListed, LearnStoreError}
+var LearnResults = []string{LearnLearned, LearnIgnored, LearnMalformed, LearnNotBackend, LearnNotUnknown, LearnStale, LearnListed, LearnAmbiguous, LearnStoreError}
 
 // LearnResult is what came of one log line.
 type LearnResult struct {
@@ -56,9 +59,18 @@ type hostAddrs struct {
 }
 
 // Learn weighs one line of the gateway's Postfix log and stores the
-// negative verdict it teaches, if any.
-func (h *Handler) Learn(ctx context.Context, line string) LearnResult {
+// negative verdict it teaches, if any. recipients is how many recipients
+// the refused message had, when the caller knows it from qmgr's line (0:
+// what this handler saw of qmgr's lines says). A refusal after END OF
+// DATA is about the whole SMTP transaction: when Postfix delivered several
+// recipients in it, each is logged with the same reply, and only a reply
+// that names the recipient says which of them is unknown.
+func (h *Handler) Learn(ctx context.Context, line string, recipients int) LearnResult {
 	defer h.recoverPanic("learning")
+	if id, n, ok := learn.Queued(line); ok {
+		h.queued.note(id, n)
+		return h.learned(LearnResult{Result: LearnIgnored})
+	}
 	now := h.now()
 	b, err := learn.Parse(line, now)
 	if errors.Is(err, learn.ErrNotBounce) {
@@ -88,7 +100,7 @@ func (h *Handler) Learn(ctx context.Context, line string) LearnResult {
 		res.Result, res.Why = LearnNotBackend, "relay "+b.RelayName+"["+b.RelayAddr.String()+"]:"+strconv.Itoa(b.RelayPort)+" is not a server of a route for "+rcpt.Domain
 		return h.learned(res)
 	}
-	reply, err := callout.ReadReply(bufio.NewReader(strings.NewReader(b.Reply + "\r\n")))
+	reply, err := callout.ReadReply(bufio.NewReader(strings.NewReader(strings.Join(learn.ReplyLines(b.Reply), "\r\n") + "\r\n")))
 	if err != nil {
 		res.Result, res.Why = LearnMalformed, "reply: "+err.Error()
 		return h.learned(res)
@@ -101,6 +113,23 @@ func (h *Handler) Learn(ctx context.Context, line string) LearnResult {
 	if class.Meaning != callout.MeansUnknown || !strings.HasPrefix(b.DSN, "5.") {
 		res.Result, res.Why = LearnNotUnknown, "reply means "+class.String()+", dsn "+b.DSN
 		return h.learned(res)
+	}
+	if named := learn.NamedAddresses(b.Reply); len(named) > 0 {
+		if !slices.ContainsFunc(named, func(a string) bool { return sameAddress(a, rcpt) }) {
+			res.Result, res.Why = LearnAmbiguous, "the reply is about <"+named[0]+">, not this recipient"
+			return h.learned(res)
+		}
+	} else {
+		if recipients <= 0 {
+			recipients = h.queued.count(b.QueueID)
+		}
+		if recipients != 1 {
+			res.Result, res.Why = LearnAmbiguous, "the reply names no recipient, and the message had "+strconv.Itoa(recipients)+" recipients"
+			if recipients == 0 {
+				res.Why = "the reply names no recipient, and how many the message had is not known (qmgr's \"nrcpt=\" line of " + b.QueueID + " was not read)"
+			}
+			return h.learned(res)
+		}
 	}
 	when := b.Time
 	if when.IsZero() || when.After(now) {
@@ -137,6 +166,48 @@ func (h *Handler) learned(r LearnResult) LearnResult {
 		h.log.Debug("delivery log line not learned from", "result", r.Result, "recipient", r.Address, "why", r.Why)
 	}
 	return r
+}
+
+// sameAddress tells whether a, as a reply names it, is rcpt.
+func sameAddress(a string, rcpt callout.Address) bool {
+	p, err := callout.ParseAddress(a)
+	return err == nil && cache.Key(p.Local, p.Domain) == cache.Key(rcpt.Local, rcpt.Domain)
+}
+
+// queuedMax bounds the queue ids whose recipient count is remembered: some
+// minutes of a busy gateway's mail, between a message entering the active
+// queue and its delivery being refused.
+const queuedMax = 1 << 14
+
+// queuedCounts remembers how many recipients recent messages had, from
+// qmgr's "nrcpt=" lines, the oldest forgotten first.
+type queuedCounts struct {
+	mu    sync.Mutex
+	n     map[string]int
+	order [queuedMax]string
+	next  int
+}
+
+func (q *queuedCounts) note(id string, n int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == nil {
+		q.n = make(map[string]int, queuedMax)
+	}
+	if _, ok := q.n[id]; !ok {
+		if old := q.order[q.next]; old != "" {
+			delete(q.n, old)
+		}
+		q.order[q.next] = id
+		q.next = (q.next + 1) % queuedMax
+	}
+	q.n[id] = n
+}
+
+func (q *queuedCounts) count(id string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n[id]
 }
 
 // relayRoute finds the route of routes (SMTP ones) one of whose servers

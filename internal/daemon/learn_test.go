@@ -128,26 +128,36 @@ servers = [%q]
 unknown_replies = ['^550 5\.7\.1 .*not a valid mailbox']
 `, backend.Addr()))
 	host, port, _ := strings.Cut(backend.Addr(), ":")
-	unknown := "550 5.1.1 <x@example.test>: Recipient address rejected: User unknown"
+	unknown := func(rcpt string) string { return "550 5.1.1 <" + rcpt + ">: Recipient address rejected: User unknown" }
+	line := func(id, rcpt, reply string) string { return bounceLine(id, rcpt, host, port, reply) }
 	old := time.Now().Add(-4 * 24 * time.Hour).Format(time.RFC3339)
 	for _, c := range []struct {
-		name, line, result string
+		name, line string
+		recipients int
+		result     string
 	}{
-		{"refused after DATA", bounceLine("4F2A1B", "gone@example.test", host, port, unknown), LearnLearned},
-		{"the route's unknown_replies", bounceLine("4F2A1C", "admin@example.test", host, port, "550 5.7.1 admin@example.test is not a valid mailbox"), LearnLearned},
-		{"delivered", `Dec 02 17:04:18 gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=x[127.0.0.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok)`, LearnIgnored},
-		{"refused at RCPT", strings.Replace(bounceLine("4F2A1B", "a@example.test", host, port, unknown), "end of DATA", "RCPT TO", 1), LearnIgnored},
-		{"a remote site on the internet", bounceLine("4F2A1B", "a@example.test", "198.51.100.7", "25", unknown), LearnNotBackend},
-		{"the backend's address, another port", bounceLine("4F2A1B", "a@example.test", host, "2", unknown), LearnNotBackend},
-		{"a domain no route covers", bounceLine("4F2A1B", "a@elsewhere.test", host, port, unknown), LearnNotBackend},
-		{"a policy refusal", bounceLine("4F2A1B", "a@example.test", host, port, "550 5.7.1 Message rejected as spam"), LearnNotUnknown},
-		{"mailbox full", bounceLine("4F2A1B", "a@example.test", host, port, "552 5.2.2 Mailbox full"), LearnNotUnknown},
-		{"unreadable reply", bounceLine("4F2A1B", "a@example.test", host, port, "550 go away"), LearnNotUnknown},
-		{"older than learned_ttl", old + " gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=" + host + "[" + host + "]:" + port + ", delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host " + host + "[" + host + "] said: " + unknown + " (in reply to end of DATA command))", LearnStale},
-		{"hostile recipient", bounceLine("4F2A1B", "a\tb@example.test", host, port, unknown), LearnMalformed},
-		{"a reply quoted from another host", strings.Replace(bounceLine("4F2A1B", "a@example.test", host, port, unknown), "(host "+host, "(host 10.9.9.9", 1), LearnMalformed},
+		{"refused after DATA", line("4F2A1B", "gone@example.test", unknown("gone@example.test")), 0, LearnLearned},
+		{"the route's unknown_replies, one recipient", line("4F2A1C", "admin@example.test", "550 5.7.1 admin@example.test is not a valid mailbox"), 1, LearnLearned},
+		{"a multi-line reply, one recipient (qmgr's line read before)", "Dec 02 17:04:17 gw postfix/qmgr[9]: 4F2A1D: from=<a@b.test>, size=300, nrcpt=1 (queue active)", 0, LearnIgnored},
+		{"", line("4F2A1D", "ml@example.test", "550-5.1.1 The email account that you tried to reach does not exist. 550 5.1.1 Please check it - gsmtp"), 0, LearnLearned},
+		{"delivered", `Dec 02 17:04:18 gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=x[127.0.0.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok)`, 0, LearnIgnored},
+		{"refused at RCPT", strings.Replace(line("4F2A1B", "a@example.test", unknown("a@example.test")), "end of DATA", "RCPT TO", 1), 0, LearnIgnored},
+		{"a remote site on the internet", bounceLine("4F2A1B", "a@example.test", "198.51.100.7", "25", unknown("a@example.test")), 0, LearnNotBackend},
+		{"the backend's address, another port", bounceLine("4F2A1B", "a@example.test", host, "2", unknown("a@example.test")), 0, LearnNotBackend},
+		{"a domain no route covers", line("4F2A1B", "a@elsewhere.test", unknown("a@elsewhere.test")), 0, LearnNotBackend},
+		{"a policy refusal", line("4F2A1B", "a@example.test", "550 5.7.1 Message rejected as spam"), 1, LearnNotUnknown},
+		{"mailbox full", line("4F2A1B", "a@example.test", "552 5.2.2 Mailbox full"), 1, LearnNotUnknown},
+		{"unreadable reply", line("4F2A1B", "a@example.test", "550 go away"), 1, LearnNotUnknown},
+		// One transaction, two recipients: Postfix logs both with the
+		// reply about one of them.
+		{"the reply names another recipient", line("4F2A1E", "alice@example.test", unknown("bob@example.test")), 0, LearnAmbiguous},
+		{"the reply names nobody, two recipients", line("4F2A1F", "a@example.test", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"), 2, LearnAmbiguous},
+		{"the reply names nobody, recipients not known", line("4F2A20", "a@example.test", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"), 0, LearnAmbiguous},
+		{"older than learned_ttl", old + " gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=" + host + "[" + host + "]:" + port + ", delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host " + host + "[" + host + "] said: " + unknown("a@example.test") + " (in reply to end of DATA command))", 0, LearnStale},
+		{"hostile recipient", line("4F2A1B", "a\tb@example.test", unknown("a@example.test")), 0, LearnMalformed},
+		{"a reply quoted from another host", strings.Replace(line("4F2A1B", "a@example.test", unknown("a@example.test")), "(host "+host, "(host 10.9.9.9", 1), 0, LearnMalformed},
 	} {
-		resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "learn", Line: c.line})
+		resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "learn", Line: c.line, Recipients: c.recipients})
 		if err != nil || resp.Error != "" || resp.Learn == nil {
 			t.Errorf("%s: %+v %v", c.name, resp, err)
 			continue
@@ -163,7 +173,48 @@ unknown_replies = ['^550 5\.7\.1 .*not a valid mailbox']
 	if got := p.askAs("203.0.113.9", "", "a@example.test"); got != "DUNNO" {
 		t.Errorf("a@example.test, never learned: %q", got)
 	}
-	wantMetrics(t, td, `calloutd_learn_lines_total{result="learned"} 2`, `calloutd_learn_lines_total{result="ignored"} 2`,
+	for _, r := range []string{"ml@example.test", "admin@example.test"} {
+		if got := p.askAs("203.0.113.9", "", r); !strings.HasPrefix(got, "550 5.1.1 ") || !strings.HasSuffix(got, " (cached verdict)") {
+			t.Errorf("%s: %q", r, got)
+		}
+	}
+	if got := p.askAs("203.0.113.9", "", "alice@example.test"); got != "DUNNO" {
+		t.Errorf("alice@example.test, who shared a transaction with an unknown recipient: %q", got)
+	}
+	wantMetrics(t, td, `calloutd_learn_lines_total{result="learned"} 3`, `calloutd_learn_lines_total{result="ignored"} 3`,
 		`calloutd_learn_lines_total{result="not_backend"} 3`, `calloutd_learn_lines_total{result="not_unknown"} 3`,
-		`calloutd_learn_lines_total{result="stale"} 1`, `calloutd_learn_lines_total{result="malformed"} 2`)
+		`calloutd_learn_lines_total{result="ambiguous"} 3`, `calloutd_learn_lines_total{result="stale"} 1`,
+		`calloutd_learn_lines_total{result="malformed"} 2`)
+}
+
+// A sub-address refused after END OF DATA is refused at RCPT although its
+// mailbox exists (bob@ is asked first and is valid); its mailbox and other
+// extensions still pass.
+func TestLearnSubAddress(t *testing.T) {
+	backend := smtptest.NewServer(t, smtptest.Behavior{}) // accepts everyone at RCPT
+	td := startDaemon(t, fmt.Sprintf(`listen = ["127.0.0.1:0"]
+metrics_listen = ""
+admin_socket = "{{ADMIN}}"
+[callout]
+helo_name = "gw.test"
+recipient_delimiter = "+"
+[[route]]
+domains = ["example.test"]
+servers = [%q]
+`, backend.Addr()))
+	host, port, _ := strings.Cut(backend.Addr(), ":")
+	line := bounceLine("5A6B7C", "dave+news@example.test", host, port, "550 5.1.1 <dave+news@example.test>: Recipient address rejected: User unknown")
+	if resp, err := Admin(context.Background(), td.admin, AdminRequest{Op: "learn", Line: line}); err != nil || resp.Learn == nil || resp.Learn.Result != LearnLearned {
+		t.Fatalf("learn: %+v %v", resp, err)
+	}
+	p := dialPolicy(t, td.policy)
+	for rcpt, want := range map[string]string{
+		"dave+news@example.test":  "550 5.1.1 User unknown (cached verdict)",
+		"dave+other@example.test": "DUNNO",
+		"dave@example.test":       "DUNNO",
+	} {
+		if got := p.askAs("203.0.113.9", "", rcpt); got != want {
+			t.Errorf("%s: %q, want %q", rcpt, got, want)
+		}
+	}
 }

@@ -501,7 +501,7 @@ func (d *Daemon) followLog(ctx context.Context, f *learn.Follower) {
 	path := f.Path
 	d.log.Info("learning from the postfix log", "file", path)
 	for {
-		err := f.Run(ctx, func(line string) { d.handler.Learn(ctx, line) })
+		err := f.Run(ctx, func(line string) { d.handler.Learn(ctx, line, 0) })
 		if ctx.Err() != nil {
 			return
 		}

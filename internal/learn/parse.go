@@ -75,6 +75,16 @@ func Parse(line string, now time.Time) (Bounce, error) {
 			return Bounce{}, fmt.Errorf("%w: control character %#02x", ErrMalformed, c)
 		}
 	}
+	// Each of these appears once in a line Postfix writes. A second one
+	// can only come from an address or a reply text, as an older Postfix
+	// (before 3.5, or info_log_address_format = internal) logs a local
+	// part such as "ceo@x>, relay=...(in reply to end of DATA command)) x"
+	// unquoted: such a line is not read at all.
+	for _, field := range []string{": to=<", ", relay=", ", dsn=", ", status="} {
+		if strings.Count(line, field) != 1 {
+			return Bounce{}, fmt.Errorf("%w: %q appears %d times", ErrMalformed, strings.TrimPrefix(field, ", "), strings.Count(line, field))
+		}
+	}
 	var b Bounce
 	to := strings.Index(line, ": to=<")
 	if to < 0 {
@@ -253,4 +263,86 @@ func stamp(prog string, now time.Time) time.Time {
 		t = t.AddDate(-1, 0, 0)
 	}
 	return t
+}
+
+// ReplyLines splits a reply as Postfix logs it, its lines joined by
+// spaces ("550-5.1.1 The account ... 550-5.1.1 Please ... 550 5.1.1
+// https://..."), back into the lines a server sent, each with its code: a
+// line starts where the first line's code appears again followed by '-'
+// or ' ', after a space.
+func ReplyLines(reply string) []string {
+	if len(reply) < 4 || reply[3] != '-' {
+		return []string{reply}
+	}
+	code := reply[:3]
+	var lines []string
+	for {
+		if len(reply) < 4 || reply[3] != '-' {
+			return append(lines, reply)
+		}
+		next := -1
+		for i := 4; i+5 <= len(reply); i++ {
+			if reply[i] == ' ' && reply[i+1:i+4] == code && (reply[i+4] == '-' || reply[i+4] == ' ') {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			return append(lines, reply)
+		}
+		lines = append(lines, reply[:next])
+		reply = reply[next+1:]
+	}
+}
+
+// NamedAddresses lists the addresses a reply text names in angle brackets
+// ("<bob@example.com>: Recipient address rejected"), as written.
+func NamedAddresses(reply string) []string {
+	var out []string
+	for {
+		open := strings.IndexByte(reply, '<')
+		if open < 0 {
+			return out
+		}
+		reply = reply[open+1:]
+		end := strings.IndexByte(reply, '>')
+		if end < 0 {
+			return out
+		}
+		if a := reply[:end]; strings.Contains(a, "@") {
+			out = append(out, a)
+		}
+		reply = reply[end+1:]
+	}
+}
+
+// Queued reads the line qmgr(8) writes when a message enters the active
+// queue, "QUEUEID: from=<...>, size=1234, nrcpt=1 (queue active)", and
+// returns its queue id and number of recipients.
+func Queued(line string) (id string, nrcpt int, ok bool) {
+	line = strings.TrimRight(line, "\r\n")
+	if !strings.HasSuffix(line, " (queue active)") || len(line) > MaxLine {
+		return "", 0, false
+	}
+	i := strings.LastIndex(line, ", nrcpt=")
+	from := strings.Index(line, ": from=<")
+	if i < 0 || from < 0 {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(line[i+len(", nrcpt=") : len(line)-len(" (queue active)")])
+	if err != nil || n < 1 {
+		return "", 0, false
+	}
+	prefix := line[:from]
+	sp := strings.LastIndexByte(prefix, ' ')
+	if sp >= 0 && !strings.HasSuffix(prefix[:sp], "]:") {
+		return "", 0, false
+	}
+	if sp >= 0 && !strings.Contains(prefix[:sp], "/qmgr[") {
+		return "", 0, false
+	}
+	if !queueID(prefix[sp+1:]) {
+		return "", 0, false
+	}
+	return prefix[sp+1:], n, true
 }

@@ -3,6 +3,7 @@ package learn
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,55 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", line, b)
 		}
 	})
+}
+
+// An older Postfix logs an unquoted local part as it came: one that holds
+// a whole forged tail must not make a refusal for another address.
+func TestParseInjectedTail(t *testing.T) {
+	forged := `Dec 02 17:04:18 gw postfix/smtp[1]: 4F2A1B: to=<ceo@example.test>, relay=backend[10.0.0.5]:25, delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host backend[10.0.0.5] said: 550 5.1.1 User unknown (in reply to end of DATA command)) x@example.test>, relay=backend[10.0.0.5]:25, delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host backend[10.0.0.5] said: 550 5.1.1 User unknown (in reply to end of DATA command))`
+	if b, err := Parse(forged, time.Now()); !errors.Is(err, ErrMalformed) {
+		t.Errorf("forged tail: %+v, %v; want malformed", b, err)
+	}
+}
+
+func TestReplyLines(t *testing.T) {
+	for in, want := range map[string][]string{
+		"550 5.1.1 User unknown": {"550 5.1.1 User unknown"},
+		"550-5.1.1 The email account that you tried to reach does not exist. 550-5.1.1 Please try again. 550 5.1.1 https://support.example/ x - gsmtp": {
+			"550-5.1.1 The email account that you tried to reach does not exist.", "550-5.1.1 Please try again.", "550 5.1.1 https://support.example/ x - gsmtp"},
+		"550-first 550 last": {"550-first", "550 last"},
+		"550-only one line":  {"550-only one line"},
+		"550-a 551 b":        {"550-a 551 b"},
+	} {
+		if got := ReplyLines(in); !slices.Equal(got, want) {
+			t.Errorf("ReplyLines(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestNamedAddresses(t *testing.T) {
+	got := NamedAddresses("550 5.1.1 <bob@example.com>: Recipient address rejected: <not an address> <x@y>")
+	if !slices.Equal(got, []string{"bob@example.com", "x@y"}) {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestQueued(t *testing.T) {
+	for line, want := range map[string]int{
+		"Dec  2 17:04:18 gw postfix/qmgr[88]: A75C2986402: from=<a@b.example>, size=1234, nrcpt=1 (queue active)": 1,
+		"A75C2986402: from=<>, size=99, nrcpt=12 (queue active)":                                                  12,
+		"Dec  2 17:04:18 gw postfix/smtp[88]: A75C2986402: from=<a@b.example>, size=1234, nrcpt=1 (queue active)": 0,
+		"Dec  2 17:04:18 gw postfix/qmgr[88]: A75C2986402: removed":                                               0,
+	} {
+		id, n, ok := Queued(line)
+		if want == 0 {
+			if ok {
+				t.Errorf("%q: read as %s %d", line, id, n)
+			}
+			continue
+		}
+		if !ok || id != "A75C2986402" || n != want {
+			t.Errorf("%q: %q %d %v, want %d", line, id, n, ok, want)
+		}
+	}
 }

@@ -155,7 +155,7 @@ func New(version string, cache CacheStats) *Metrics {
 		}, []string{"result"}),
 		learnLines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "learn_lines_total",
-			Help: "Lines of the gateway's Postfix log weighed for learning ([learn] postfix_log, calloutd learn), by result: learned (a negative verdict stored), ignored (not a delivery refused after END OF DATA), malformed, not_backend (the relay is not a server of the recipient's route), not_unknown (the reply does not say the recipient is unknown), stale (older than learned_ttl), listed (a recipients_file decides), store_error.",
+			Help: "Lines of the gateway's Postfix log weighed for learning ([learn] postfix_log, calloutd learn), by result: learned (a negative verdict stored), ignored (not a delivery refused after END OF DATA), malformed, not_backend (the relay is not a server of the recipient's route), not_unknown (the reply does not say the recipient is unknown), stale (older than learned_ttl), listed (a recipients_file decides), ambiguous (the refusal may be about another recipient of the message), store_error.",
 		}, []string{"result"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "config_reloads_total",
@@ -392,7 +392,7 @@ func (m *Metrics) Catchall(_ string, catchall bool) {
 
 // LearnResults are the results of calloutd_learn_lines_total (daemon's
 // Learn* constants).
-var LearnResults = []string{"learned", "ignored", "malformed", "not_backend", "not_unknown", "stale", "listed", "store_error"}
+var LearnResults = []string{"learned", "ignored", "malformed", "not_backend", "not_unknown", "stale", "listed", "ambiguous", "store_error"}
 
 // Learned implements daemon.Observer.
 func (m *Metrics) Learned(result string) { m.learnLines.WithLabelValues(result).Inc() }
