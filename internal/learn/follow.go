@@ -80,8 +80,13 @@ func (f *Follower) Run(ctx context.Context, line func(string)) error {
 	}
 	t := f.t
 	t.line = line
+	var old *tail // the file rotated away, read until it has been quiet a while
+	var oldUntil time.Time
 	defer func() {
 		t.close()
+		if old != nil {
+			old.close()
+		}
 		f.start = true // run again after an error: from the end
 	}()
 	poll := f.Poll
@@ -95,6 +100,18 @@ func (f *Follower) Run(ctx context.Context, line func(string)) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		}
+		if old != nil {
+			// Its writer (syslog, postlogd) goes on writing to it until it
+			// reopens the path: after the rename, not at it.
+			grew, err := old.read()
+			switch {
+			case err != nil || !grew && time.Now().After(oldUntil):
+				old.close()
+				old = nil
+			case grew:
+				oldUntil = time.Now().Add(rotateGrace)
+			}
 		}
 		if t.file == nil {
 			if err := f.open(); err != nil {
@@ -113,12 +130,29 @@ func (f *Follower) Run(ctx context.Context, line func(string)) error {
 			timer.Reset(0) // more may be waiting
 			continue
 		}
-		if err := t.rotated(); err != nil {
+		rotated, err := t.rotated()
+		if err != nil {
 			return err
+		}
+		if rotated {
+			if old != nil {
+				old.close()
+			}
+			old = &tail{path: t.path, line: t.line, log: t.log, file: t.file, info: t.info, offset: t.offset, buf: t.buf, discard: t.discard}
+			oldUntil = time.Now().Add(rotateGrace)
+			t.file, t.buf, t.discard = nil, make([]byte, 0, 64<<10), false
+			timer.Reset(0) // the new file may be there already
+			continue
 		}
 		timer.Reset(poll)
 	}
 }
+
+// rotateGrace is how long a file rotated away is still read after the
+// last line written to it: its writer reopens the path some moments
+// after the rename (rsyslog on its HUP, postlogd after "postfix
+// logrotate"), and what it writes meanwhile is news too.
+const rotateGrace = 5 * time.Second
 
 type tail struct {
 	path    string
@@ -205,31 +239,27 @@ func (t *tail) keep(p []byte) {
 }
 
 // rotated looks at the path after the file has been read to its end: a
-// different file there (renamed, recreated) or none is a rotation; a
-// shorter file is a truncation.
-func (t *tail) rotated() error {
+// different file there (renamed, recreated) or none is a rotation (true);
+// a shorter file is a truncation, read again from its start.
+func (t *tail) rotated() (bool, error) {
 	info, err := os.Stat(t.path)
 	switch {
 	case err == nil && os.SameFile(info, t.info):
 		if info.Size() < t.offset {
 			t.log.Info("postfix log truncated, reading it from the start", "file", t.path)
 			if _, err := t.file.Seek(0, io.SeekStart); err != nil {
-				return fmt.Errorf("postfix log: %w", err)
+				return false, fmt.Errorf("postfix log: %w", err)
 			}
 			t.offset, t.buf, t.discard = 0, t.buf[:0], false
 		}
-		return nil
+		return false, nil
 	case err == nil || errors.Is(err, fs.ErrNotExist):
-		// Renamed away: what was written to it after the last read is
-		// read now, then the new file (when there is one) from its start.
-		if _, err := t.read(); err != nil {
-			return err
-		}
+		// Renamed away: the new file (when there is one) is read from
+		// its start, the old one for a while yet.
 		t.log.Info("postfix log rotated, following the new file", "file", t.path)
-		t.close()
-		return nil
+		return true, nil
 	default:
-		return fmt.Errorf("postfix log: %w", err)
+		return false, fmt.Errorf("postfix log: %w", err)
 	}
 }
 

@@ -88,6 +88,9 @@ func TestFollowerRotation(t *testing.T) {
 	wait("one", "two", "three")
 	appendTo(t, path, "four\n")
 	wait("one", "two", "three", "four")
+	// The writer had not reopened yet: the old file is still read.
+	appendTo(t, path+".1", "four and a half\n")
+	wait("one", "two", "three", "four", "four and a half")
 
 	// copytruncate: the same file, shorter.
 	if err := os.Truncate(path, 0); err != nil {
@@ -95,7 +98,7 @@ func TestFollowerRotation(t *testing.T) {
 	}
 	settle()
 	appendTo(t, path, "five\n")
-	wait("one", "two", "three", "four", "five")
+	wait("one", "two", "three", "four", "four and a half", "five")
 
 	// Removed, then created again later.
 	if err := os.Remove(path); err != nil {
@@ -103,7 +106,7 @@ func TestFollowerRotation(t *testing.T) {
 	}
 	settle()
 	appendTo(t, path, "six\n")
-	wait("one", "two", "three", "four", "five", "six")
+	wait("one", "two", "three", "four", "four and a half", "five", "six")
 }
 
 // A file that does not exist yet is waited for and read from its start.
