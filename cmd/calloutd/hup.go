@@ -10,14 +10,23 @@ import (
 	"github.com/calloutd/calloutd/internal/logfile"
 )
 
+// hupEarly takes SIGHUP from the moment serve starts: without it, a reload
+// while the daemon is still starting (logrotate's) would kill it with the
+// signal's default action, an exit systemd does not restart. One that
+// arrives before serving is acted on once serving begins.
+func hupEarly() chan os.Signal {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	return sig
+}
+
 // forwardHUP takes SIGHUP for serve. Each one first reopens the log file,
 // if there is one (logrotate renamed it, then reloaded us), then goes on to
 // the daemon on the returned channel, which re-reads the configuration:
 // the reopen happens whatever the reload then makes of the file, and the
 // reload's own lines land in the new file. stop ends the forwarding.
-func forwardHUP(ctx context.Context, lf *logfile.File, log *slog.Logger) (hup <-chan os.Signal, stop func()) {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP)
+// sig has been given to signal.Notify for SIGHUP (early: see hupEarly).
+func forwardHUP(ctx context.Context, sig chan os.Signal, lf *logfile.File, log *slog.Logger) (hup <-chan os.Signal, stop func()) {
 	out := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

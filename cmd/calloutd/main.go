@@ -139,6 +139,11 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "calloutd serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
+	var sighup chan os.Signal
+	if !*stdio {
+		sighup = hupEarly()
+		defer signal.Stop(sighup)
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		if *stdio {
@@ -181,7 +186,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	hup, stopHUP := forwardHUP(ctx, logFile, log)
+	hup, stopHUP := forwardHUP(ctx, sighup, logFile, log)
 	defer stopHUP()
 	log.Info("calloutd started", "version", versionString(), "config", *path, "routes", len(cfg.Routes))
 	for _, w := range cfg.Warnings() {
