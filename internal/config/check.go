@@ -103,6 +103,18 @@ func Check(ctx context.Context, c *Config, o CheckOptions) (errs []error, warnin
 		}
 	}
 	warnings = append(c.Warnings(), selfRoutes(ctx, c, o)...)
+	if c.AdminSocket != "" {
+		// The unit's RuntimeDirectory= makes /run/calloutd at start:
+		// missing while calloutd is stopped is as it should be, but
+		// anything else that stops serve from making the socket deserves
+		// a word.
+		dir := filepath.Dir(c.AdminSocket)
+		_, statErr := os.Stat(dir)
+		runtimeDir := dir == filepath.Dir(Default().AdminSocket) && errors.Is(statErr, fs.ErrNotExist)
+		if err := checkSocketPath(c.AdminSocket); err != nil && !runtimeDir {
+			warnings = append(warnings, Warning{"admin_socket", err.Error() + "; unless the directory is there and writable when serve starts, it runs without its admin socket (calloutd lookup, flush and learn cannot reach it; systemd's RuntimeDirectory=calloutd makes /run/calloutd)"})
+		}
+	}
 	if p := c.Learn.PostfixLog; p != "" {
 		// serve waits for a missing log and retries one it cannot read:
 		// not an error, but nothing is learned meanwhile.

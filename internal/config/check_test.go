@@ -250,3 +250,32 @@ func TestCheckPostfixLog(t *testing.T) {
 		}
 	}
 }
+
+// An admin_socket serve could not make is a warning, except in the
+// runtime directory systemd makes at start.
+func TestCheckAdminSocket(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ socket, want string }{
+		{dir + "/admin.sock", ""},
+		{"/run/calloutd/admin.sock", ""},
+		{dir + "/missing/admin.sock", "admin_socket: directory: stat " + dir + "/missing: no such file or directory; unless the directory is there and writable when serve starts, it runs without its admin socket (calloutd lookup, flush and learn cannot reach it; systemd's RuntimeDirectory=calloutd makes /run/calloutd)"},
+	} {
+		if tc.socket == "/run/calloutd/admin.sock" {
+			if _, err := os.Stat("/run/calloutd"); err == nil {
+				continue // a calloutd runs here
+			}
+		}
+		c, err := Parse("calloutd.toml", []byte(fmt.Sprintf("metrics_listen = \"\"\nadmin_socket = %q\n[callout]\nhelo_name = \"gw.example.net\"\n", tc.socket)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs, ws := Check(context.Background(), c, CheckOptions{Resolver: hosts{}, LocalAddrs: []netip.Addr{}})
+		var got string
+		for _, w := range ws {
+			got += w.String()
+		}
+		if len(errs) > 0 || got != tc.want {
+			t.Errorf("%s: errors %v, warnings %q, want %q", tc.socket, errs, got, tc.want)
+		}
+	}
+}
