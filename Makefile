@@ -83,7 +83,9 @@ deb:
 	rm -rf $(DEB_DIR) build/calloutd_*.deb
 	mkdir -p $(DEB_DIR)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -s -w" -o $(DEB_DIR)/calloutd ./cmd/calloutd
-	sed -e '/^Exec[A-Za-z]*=/s,/usr/local/bin/,/usr/sbin/,g' contrib/systemd/calloutd.service >$(DEB_DIR)/calloutd.service
+	sed -e '/^Exec[A-Za-z]*=/s,/usr/local/bin/,/usr/sbin/,g' \
+	    -e '/^# Install:$$/,/^#   systemctl daemon-reload/c\# Installed by the calloutd Debian package. Configure /etc/calloutd/calloutd.toml,\n# then: systemctl enable --now calloutd' \
+	    contrib/systemd/calloutd.service >$(DEB_DIR)/calloutd.service
 	@! grep -n '^Exec.*/usr/local/' $(DEB_DIR)/calloutd.service || { echo "make deb: the unit above still runs something from /usr/local" >&2; exit 1; }
 	@grep -q '^ExecStart=/usr/sbin/calloutd ' $(DEB_DIR)/calloutd.service || { echo "make deb: no ExecStart=/usr/sbin/calloutd in the packaged unit" >&2; exit 1; }
 	gzip -9n -c docs/man/calloutd.8 >$(DEB_DIR)/calloutd.8.gz
