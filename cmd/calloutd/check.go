@@ -37,8 +37,10 @@ func check(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 	cfg, err := config.Load(*path)
-	if err != nil && *server != "" && !configSet && errors.Is(err, fs.ErrNotExist) {
-		cfg, err = config.Default(), nil // a bare -server needs no file
+	if err != nil && *server != "" && !configSet && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)) {
+		// A bare -server needs no file: a missing one, or one this user
+		// may not read (/etc/calloutd is root:calloutd 0750).
+		cfg, err = config.Default(), nil
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "calloutd: %v\n", err)
