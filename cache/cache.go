@@ -54,6 +54,14 @@ type Nonblocking interface {
 	Nonblocking()
 }
 
+// ReaderAt is implemented by stores that can be asked as of a moment the
+// caller has just read from the clock (the memory store), so that a
+// lookup need not read it again.
+type ReaderAt interface {
+	// GetAt is Get with now as the time entries expire against.
+	GetAt(key string, now time.Time) (e Entry, ok bool)
+}
+
 // SelfBounded is implemented by stores that bound every call with their
 // own timeouts (the Redis store: dial and read timeouts), so a caller need
 // not wrap each lookup in a context deadline of its own.
@@ -89,6 +97,27 @@ type Coalescer interface {
 // info@.
 func Key(local, domain string) string {
 	return asciiLower(local) + "@" + asciiLower(strings.TrimSuffix(domain, "."))
+}
+
+// KeyOf is Key(local, domain) for an address written addr: addr itself,
+// with no copy, when it is already "local@domain" in lower case without a
+// trailing dot (the usual recipient), else Key's new string.
+func KeyOf(addr, local, domain string) string {
+	if len(addr) == len(local)+1+len(domain) && addr[len(local)] == '@' &&
+		addr[:len(local)] == local && addr[len(local)+1:] == domain &&
+		!strings.HasSuffix(domain, ".") && !hasUpper(addr) {
+		return addr
+	}
+	return Key(local, domain)
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 func asciiLower(s string) string {

@@ -189,20 +189,26 @@ func (m *Memory) shard(key string) *memShard {
 
 // Get implements Store.
 func (m *Memory) Get(_ context.Context, key string) (Entry, bool, error) {
+	e, ok := m.GetAt(key, m.now())
+	return e, ok, nil
+}
+
+// GetAt implements ReaderAt.
+func (m *Memory) GetAt(key string, now time.Time) (Entry, bool) {
 	s := m.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.items[key]
 	if n == nil {
-		return Entry{}, false, nil
+		return Entry{}, false
 	}
-	if m.now().UnixNano() >= n.expires {
+	if now.UnixNano() >= n.expires {
 		s.remove(n)
-		return Entry{}, false, nil
+		return Entry{}, false
 	}
 	s.unlink(n)
 	s.pushFront(n)
-	return m.unpack(n), true, nil
+	return m.unpack(n), true
 }
 
 // Set implements Store.

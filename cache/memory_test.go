@@ -608,3 +608,20 @@ func TestMemoryLearned(t *testing.T) {
 		t.Errorf("overwritten with an asked verdict, still learned %q", e.Learned)
 	}
 }
+
+func TestKeyOf(t *testing.T) {
+	for _, c := range []struct{ addr, local, domain string }{
+		{"bob@example.com", "bob", "example.com"},
+		{"Bob@example.com", "Bob", "example.com"},
+		{"bob@example.com.", "bob", "example.com."},
+		{"bob+x@example.com", "bob", "example.com"}, // the base of a sub-address
+		{`"a b"@example.com`, "a b", "example.com"},
+	} {
+		if got, want := KeyOf(c.addr, c.local, c.domain), Key(c.local, c.domain); got != want {
+			t.Errorf("KeyOf(%q, %q, %q) = %q, want %q", c.addr, c.local, c.domain, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = KeyOf("bob@example.com", "bob", "example.com") }); n != 0 {
+		t.Errorf("KeyOf of a lower-case address allocates %v times", n)
+	}
+}

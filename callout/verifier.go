@@ -73,8 +73,11 @@ type Verifier struct {
 	prober Prober
 	routes []Route
 	exact  map[string][]int // domain -> route indexes
-	suffix map[string][]int // ".parent" -> route indexes
-	mx     *MXResolver
+	// matched holds Match's answer for each domain a route names
+	// exactly: the common case is one map lookup and no allocation.
+	matched map[string][]*Route
+	suffix  map[string][]int // ".parent" -> route indexes
+	mx      *MXResolver
 }
 
 // SetMX makes the Verifier resolve "mx:" server entries with r (nil: such
@@ -94,6 +97,10 @@ func NewVerifier(p Prober, routes []Route) *Verifier {
 			}
 		}
 	}
+	v.matched = make(map[string][]*Route, len(v.exact))
+	for d := range v.exact {
+		v.matched[d] = slices.Clip(v.match(d))
+	}
 	return v
 }
 
@@ -104,9 +111,18 @@ func appendOnce(s []int, i int) []int {
 	return append(s, i)
 }
 
-// Match returns the routes for domain in configuration order.
+// Match returns the routes for domain in configuration order. The slice
+// may be shared: callers must not change its elements.
 func (v *Verifier) Match(domain string) []*Route {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	if r, ok := v.matched[domain]; ok {
+		return r
+	}
+	return v.match(domain)
+}
+
+// match is Match for a domain in lower case without a trailing dot.
+func (v *Verifier) match(domain string) []*Route {
 	idx := append([]int(nil), v.exact[domain]...)
 	for i := strings.IndexByte(domain, '.'); i >= 0; {
 		idx = append(idx, v.suffix[domain[i:]]...)

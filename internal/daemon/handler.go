@@ -79,8 +79,9 @@ const maxWrites = 1024
 // Handler answers policy requests: cache first, then a callout.
 type Handler struct {
 	store    cache.Store
-	inline   bool // the store never blocks: write in the request's goroutine
-	bounded  bool // the store bounds its own calls: no deadline per lookup
+	inline   bool           // the store never blocks: write in the request's goroutine
+	at       cache.ReaderAt // the store, when it reads as of a given time
+	bounded  bool           // the store bounds its own calls: no deadline per lookup
 	coal     cache.Coalescer
 	counter  cache.Counter        // harvest counts: the store's when it has them
 	limited  *cache.MemoryCounter // clients this node knows to be over the harvest limit
@@ -114,11 +115,12 @@ func NewHandler(store cache.Store, r *Routing, log *slog.Logger, obs Observer) *
 	_, inline := store.(cache.Nonblocking)
 	_, bounded := store.(cache.SelfBounded)
 	coal, _ := store.(cache.Coalescer)
+	at, _ := store.(cache.ReaderAt)
 	counter, ok := store.(cache.Counter)
 	if !ok {
 		counter = cache.NewMemoryCounter(maxLimited)
 	}
-	h := &Handler{store: store, inline: inline, bounded: inline || bounded, coal: coal, counter: counter,
+	h := &Handler{store: store, inline: inline, at: at, bounded: inline || bounded, coal: coal, counter: counter,
 		limited: newLimited(), log: log, obs: obs, now: time.Now}
 	h.routing.Store(r)
 	return h
@@ -230,7 +232,7 @@ func (h *Handler) handle(ctx context.Context, req *policyd.Request) policyd.Acti
 // callout.
 func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
 	rcpt callout.Address, start, deadline time.Time, ctimeout time.Duration) policyd.Action {
-	key := cache.Key(rcpt.Local, rcpt.Domain)
+	key := cache.KeyOf(req.Recipient, rcpt.Local, rcpt.Domain)
 	if rt.lists {
 		rest, route, listed := rt.Listed(rcpt, routes)
 		switch {
@@ -243,7 +245,7 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 	}
 
 	fp := rt.fingerprint(routes)
-	e, ok := h.cached(ctx, req, key, ctimeout, fp)
+	e, ok := h.cached(ctx, req, key, ctimeout, fp, start)
 	release := func() {}
 	if !ok && h.coal != nil {
 		// Another node (or request) may be verifying this address right
@@ -336,8 +338,8 @@ func (h *Handler) learnedAnswer(ctx context.Context, req *policyd.Request, rt *R
 		}
 		routes = rest
 	}
-	key := cache.Key(rcpt.Local, rcpt.Domain)
-	e, ok := h.cached(ctx, req, key, ctimeout, rt.fingerprint(routes))
+	key := cache.KeyOf(req.Recipient, rcpt.Local, rcpt.Domain)
+	e, ok := h.cached(ctx, req, key, ctimeout, rt.fingerprint(routes), start)
 	if !ok || e.Learned == "" || e.Verdict != callout.Unknown.String() {
 		return "", false
 	}
@@ -517,8 +519,17 @@ func (h *Handler) sweepRefreshFailures() {
 }
 
 // cached looks key up and tells whether the entry may answer.
-func (h *Handler) cached(ctx context.Context, req *policyd.Request, key string, timeout time.Duration, fp uint64) (cache.Entry, bool) {
-	e, ok, err := h.lookup(ctx, key, timeout)
+// now is the request's start: a store that reads as of a given time
+// (memory) is asked as of then, with no second look at the clock.
+func (h *Handler) cached(ctx context.Context, req *policyd.Request, key string, timeout time.Duration, fp uint64, now time.Time) (cache.Entry, bool) {
+	var e cache.Entry
+	var ok bool
+	var err error
+	if h.at != nil {
+		e, ok = h.at.GetAt(key, now)
+	} else {
+		e, ok, err = h.lookup(ctx, key, timeout)
+	}
 	if err != nil {
 		h.obs.CacheError("get")
 		h.log.Warn("cache lookup failed, verifying without it", "recipient", req.Recipient, "err", err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/calloutd/calloutd/cache"
@@ -67,7 +68,18 @@ type stats struct {
 	// seen: domains with data in the window on this node, for the gauge.
 	seenMu sync.Mutex
 	seen   map[string]time.Time
+	// recent is a lossy, lock-free filter of the keys recorded valid
+	// since the last flush (each slot a key's hash mixed with gen): a
+	// cached valid verdict for an address already gathered, nearly every
+	// cached answer, then costs no lock and no map. A flush moves gen on,
+	// which empties it.
+	recent [statsRecentSlots]atomic.Uint64
+	gen    atomic.Uint64
 }
+
+// statsRecentSlots sizes the filter (128 KiB): the addresses a gateway
+// answers from the cache within one flush.
+const statsRecentSlots = 1 << 14
 
 func newStats(tally cache.Tally, window time.Duration, log *slog.Logger) *stats {
 	s := &stats{tally: tally, window: window, log: log, seed: maphash.MakeSeed(), kick: make(chan struct{}, 1),
@@ -84,6 +96,15 @@ func (s *stats) record(rt *Routing, key string, v callout.Verdict, made bool) {
 	if s == nil {
 		return
 	}
+	h := maphash.String(s.seed, key)
+	var slot *atomic.Uint64
+	var tag uint64
+	if v == callout.Valid && !made {
+		slot, tag = &s.recent[h%statsRecentSlots], (h^s.gen.Load()*0x9e3779b97f4a7c15)|1
+		if slot.Load() == tag {
+			return // gathered since the last flush
+		}
+	}
 	named := rt.names.of(rcptDomain(key))
 	if named == "" {
 		return
@@ -98,7 +119,7 @@ func (s *stats) record(rt *Routing, key string, v callout.Verdict, made bool) {
 	if set == nil && !made {
 		return
 	}
-	sh := &s.shards[maphash.String(s.seed, key)%statsShards]
+	sh := &s.shards[h%statsShards]
 	sh.mu.Lock()
 	p := sh.domains[named]
 	if p == nil {
@@ -125,6 +146,9 @@ func (s *stats) record(rt *Routing, key string, v callout.Verdict, made bool) {
 		}
 	}
 	sh.mu.Unlock()
+	if slot != nil {
+		slot.Store(tag)
+	}
 	if kick {
 		select {
 		case s.kick <- struct{}{}:
@@ -173,6 +197,7 @@ func tallyKey(domain, kind, day string) string {
 
 // flush writes what was gathered to the tally.
 func (s *stats) flush(ctx context.Context) {
+	s.gen.Add(1) // the filter of recent keys starts empty
 	now := s.now()
 	d := day(now)
 	ttl := s.window + 48*time.Hour // a day's key outlives the window that counts it

@@ -142,3 +142,43 @@ func TestLicenceGauge(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// A cached valid verdict for an address already gathered since the last
+// flush is skipped (the filter); after a flush it counts again, so a
+// mailbox answered only from the cache still counts on each day.
+func TestLicenceRecentFilter(t *testing.T) {
+	tally := cache.NewMemoryTally(100)
+	s := newStats(tally, 30*24*time.Hour, slogDiscard())
+	cfg := &config.Config{Routes: []config.Route{{Domains: []string{"example.test"}}}}
+	rt := &Routing{names: newDomainNames(cfg)}
+	today := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return today }
+	pending := func() int {
+		n := 0
+		for i := range s.shards {
+			for _, p := range s.shards[i].domains {
+				n += len(p.valid)
+			}
+		}
+		return n
+	}
+	for range 3 {
+		s.record(rt, "alice@example.test", callout.Valid, false)
+	}
+	s.record(rt, "bob@example.test", callout.Valid, false)
+	if n := pending(); n != 2 {
+		t.Fatalf("%d addresses gathered, want 2", n)
+	}
+	s.flush(context.Background())
+	today = today.Add(24 * time.Hour)
+	s.record(rt, "alice@example.test", callout.Valid, false)
+	if n := pending(); n != 1 {
+		t.Fatalf("after a flush, alice's cached verdict gathered %d addresses, want 1", n)
+	}
+	s.flush(context.Background())
+	for d, want := range map[string]int64{"20261202": 2, "20261203": 1} {
+		if n, err := tally.CountDistinct(context.Background(), []string{tallyKey("example.test", kindValid, d)}); err != nil || n != want {
+			t.Errorf("day %s: %d valid (%v), want %d", d, n, err, want)
+		}
+	}
+}
