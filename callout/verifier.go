@@ -275,3 +275,12 @@ func (v *Verifier) Servers(ctx context.Context, r *Route) []string {
 	var out Outcome
 	return v.servers(ctx, r, &out)
 }
+
+// Routes returns the routes, in configuration order.
+func (v *Verifier) Routes() []*Route {
+	out := make([]*Route, len(v.routes))
+	for i := range v.routes {
+		out[i] = &v.routes[i]
+	}
+	return out
+}

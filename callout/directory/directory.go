@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/url"
 	"strings"
@@ -84,6 +85,10 @@ func (p *Prober) Probe(ctx context.Context, _ *callout.Route, server string, rcp
 		}
 	}
 	k := key(server, st)
+	if err := p.Pool.acquire(ctx, server, deadline); err != nil {
+		return callout.Result{}, err
+	}
+	defer p.Pool.release(server)
 	for try := 0; ; try++ {
 		c, reused, err := p.Pool.get(k, func() (*ldap.Conn, error) { return dial(server, st, deadline, trace) })
 		if err != nil {
@@ -209,15 +214,39 @@ func tlsFor(st *Settings, host string) *tls.Config {
 }
 
 // poolKey: connections serve searches of the same server, bound as the
-// same DN over the same kind of TLS.
+// same DN with the same password over the same kind of TLS. (The
+// password is kept as a hash: a reload that changes it closes the
+// connections bound with the old one.)
 type poolKey struct {
 	server, bindDN, caFile string
+	secret                 uint64
 	startTLS               bool
 }
 
 func key(server string, st *Settings) poolKey {
-	return poolKey{server: server, bindDN: st.BindDN, caFile: st.CAFile, startTLS: st.StartTLS}
+	h := fnv.New64a()
+	h.Write([]byte(st.BindPassword))
+	return poolKey{server: server, bindDN: st.BindDN, caFile: st.CAFile, secret: h.Sum64(), startTLS: st.StartTLS}
 }
+
+// Key names the pooled connections a Prober uses for one server, for
+// Pool.Retain.
+type Key struct{ k poolKey }
+
+// Keys are the pooled connections p uses for its servers.
+func (p *Prober) Keys(servers []string) []Key {
+	keys := make([]Key, len(servers))
+	for i, s := range servers {
+		keys[i] = Key{key(s, p.Settings)}
+	}
+	return keys
+}
+
+// MaxSearches bounds the searches in flight to one server, so that a
+// burst of new addresses waits for a connection (within its deadline)
+// instead of opening and binding one each: a directory is a shared
+// service, not a mail server calloutd owns.
+const MaxSearches = 16
 
 // maxIdle bounds the idle connections kept per server and bind DN.
 const maxIdle = 4
@@ -227,11 +256,49 @@ const maxIdle = 4
 type Pool struct {
 	mu     sync.Mutex
 	idle   map[poolKey][]*ldap.Conn
+	slots  map[string]chan struct{} // per server: MaxSearches tokens
 	closed bool
 }
 
 // NewPool returns an empty pool.
-func NewPool() *Pool { return &Pool{idle: make(map[poolKey][]*ldap.Conn)} }
+func NewPool() *Pool {
+	return &Pool{idle: make(map[poolKey][]*ldap.Conn), slots: make(map[string]chan struct{})}
+}
+
+// acquire waits for one of server's MaxSearches slots, until deadline.
+func (p *Pool) acquire(ctx context.Context, server string, deadline time.Time) error {
+	p.mu.Lock()
+	ch := p.slots[server]
+	if ch == nil {
+		ch = make(chan struct{}, MaxSearches)
+		p.slots[server] = ch
+	}
+	p.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return nil
+	default:
+	}
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	select {
+	case ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return &callout.Error{Server: server, Stage: callout.StageConnect, Err: ctx.Err()}
+	case <-wait.C:
+		// The budget ran out waiting: not the server's failure.
+		return &callout.Error{Server: server, Stage: callout.StageConnect,
+			Err: fmt.Errorf("%w: %d searches already in flight to this server", context.DeadlineExceeded, MaxSearches)}
+	}
+}
+
+func (p *Pool) release(server string) {
+	p.mu.Lock()
+	ch := p.slots[server]
+	p.mu.Unlock()
+	<-ch
+}
 
 // get returns an idle connection (reused) or a new one.
 func (p *Pool) get(k poolKey, dial func() (*ldap.Conn, error)) (c *ldap.Conn, reused bool, err error) {
@@ -265,13 +332,18 @@ func (p *Pool) put(k poolKey, c *ldap.Conn) {
 	p.idle[k] = append(p.idle[k], c)
 }
 
-// Retain closes the idle connections of servers keep does not name
-// (after a reload).
-func (p *Pool) Retain(keep func(server string) bool) {
+// Retain closes the idle connections that keep does not name (after a
+// reload: a server no route searches, or searched with another bind DN,
+// password or TLS).
+func (p *Pool) Retain(keep []Key) {
+	kept := make(map[poolKey]bool, len(keep))
+	for _, k := range keep {
+		kept[k.k] = true
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, conns := range p.idle {
-		if keep(k.server) {
+		if kept[k] {
 			continue
 		}
 		for _, c := range conns {

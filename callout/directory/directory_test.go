@@ -5,8 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,5 +203,93 @@ func TestServerStoppedAndBack(t *testing.T) {
 	srv.Start(t)
 	if res, err := probe(p, srv.URL(), "alice@example.test"); err != nil || res.Verdict != callout.Valid {
 		t.Errorf("after restart: %v, %v; want valid", res.Verdict, err)
+	}
+}
+
+// A burst of searches opens at most MaxSearches connections to one
+// server; the others wait for a slot within their deadline and give up as
+// the budget running out, not as a failing server. (The server accepts
+// connections and never answers.)
+func TestSearchesPerServerBounded(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int32
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	p := prober(t, &Settings{Timeout: 300 * time.Millisecond})
+	p.Settings.BindDN = "" // anonymous: the search is the first request
+	a, _ := callout.ParseAddress("alice@example.test")
+	var wg sync.WaitGroup
+	var budget atomic.Int32
+	for range 3 * MaxSearches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := p.Probe(context.Background(), nil, "ldap://"+l.Addr().String(), a)
+			if errors.Is(err, context.DeadlineExceeded) {
+				budget.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := accepted.Load(); n > MaxSearches {
+		t.Errorf("%d connections for %d searches, want at most %d", n, 3*MaxSearches, MaxSearches)
+	}
+	if n := budget.Load(); n != 3*MaxSearches {
+		t.Errorf("%d of %d searches ended as the budget running out", n, 3*MaxSearches)
+	}
+}
+
+// A reload that changes a route's bind password closes the connections
+// bound with the old one; the others are kept.
+func TestRetainByCredentials(t *testing.T) {
+	srv := ldaptest.Start(t, ldaptest.Options{Entries: directoryEntries})
+	p := prober(t, &Settings{Timeout: time.Second})
+	if res, err := probe(p, srv.URL(), "alice@example.test"); err != nil || res.Verdict != callout.Valid {
+		t.Fatalf("%v, %v", res.Verdict, err)
+	}
+	idle := func() int {
+		p.Pool.mu.Lock()
+		defer p.Pool.mu.Unlock()
+		n := 0
+		for _, c := range p.Pool.idle {
+			n += len(c)
+		}
+		return n
+	}
+	if idle() != 1 {
+		t.Fatalf("%d idle connections, want 1", idle())
+	}
+	p.Pool.Retain(p.Keys([]string{srv.URL()}))
+	if idle() != 1 {
+		t.Errorf("same settings: %d idle connections kept, want 1", idle())
+	}
+	changed := *p.Settings
+	changed.BindPassword = "rotated"
+	p.Pool.Retain((&Prober{Settings: &changed}).Keys([]string{srv.URL()}))
+	if idle() != 0 {
+		t.Errorf("new password: %d idle connections kept, want 0", idle())
 	}
 }

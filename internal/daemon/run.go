@@ -578,7 +578,7 @@ func (d *Daemon) Reload() error {
 	// Sessions of servers no route asks any more, or asked with another
 	// HELO name or sender, are closed; the others are kept.
 	d.pool.Retain(poolKeys(cfg))
-	d.dir.Retain(func(server string) bool { return ldapServers(cfg)[server] })
+	d.dir.Retain(ldapKeys(rt))
 	// Keep what was not applied, so Config() tells what is in force.
 	cfg.Listen, cfg.MetricsListen, cfg.AdminSocket = old.Listen, old.MetricsListen, old.AdminSocket
 	cfg.Cache.Store, cfg.Cache.MaxEntries, cfg.Cache.Redis, cfg.Log.Format, cfg.Log.File = old.Cache.Store, old.Cache.MaxEntries, old.Cache.Redis, old.Log.Format, old.Log.File
@@ -645,15 +645,15 @@ func poolKeys(cfg *config.Config) func(server, helo, from, source, tls string) b
 	}
 }
 
-// ldapServers are the LDAP URLs cfg's routes search.
-func ldapServers(cfg *config.Config) map[string]bool {
-	m := map[string]bool{}
-	for _, r := range cfg.Routes {
-		for _, u := range r.LDAPURLs {
-			m[u] = true
+// ldapKeys are the pooled directory connections rt's LDAP routes use.
+func ldapKeys(rt *Routing) []directory.Key {
+	var keys []directory.Key
+	for _, r := range rt.Verifier.Routes() {
+		if dp, ok := r.Prober.(*directory.Prober); ok {
+			keys = append(keys, dp.Keys(r.Servers)...)
 		}
 	}
-	return m
+	return keys
 }
 
 // restartKeys names the settings that differ and are only read at start.
