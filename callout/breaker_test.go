@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,5 +129,43 @@ func TestBreakerAbortedTrial(t *testing.T) {
 	}
 	if _, err := b.Probe(context.Background(), nil, hung.Addr(), mustParse(t, "a@example.test")); errors.Is(err, ErrBreakerOpen) {
 		t.Error("after a cancelled trial the next request may not try")
+	}
+}
+
+// Probes that run out of budget waiting for this node's own connection
+// limit (max_connections_per_server) never asked the server: the breaker
+// must not count them, or a burst to a healthy, slowish backend opens it.
+func TestBreakerIgnoresBusyWaits(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Behavior{Delay: 1500 * time.Millisecond})
+	p := newPool(t, PoolSettings{MaxConns: 1})
+	b := &Breaker{Next: p}
+	rcpt := mustParse(t, "a@example.test")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // holds the one connection
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b.Probe(ctx, nil, srv.Addr(), rcpt)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	var busy atomic.Int32
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+			defer cancel()
+			if _, err := b.Probe(ctx, nil, srv.Addr(), rcpt); errors.Is(err, ErrBusy) {
+				busy.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if busy.Load() != 5 {
+		t.Errorf("%d of 5 waits ended with ErrBusy", busy.Load())
+	}
+	if !b.Up(srv.Addr()) {
+		t.Error("the breaker opened on waits for this node's own connection limit")
 	}
 }

@@ -103,3 +103,9 @@ var ErrNotAskable = errors.New("the server answered, or could not be asked about
 // not announce SMTPUTF8, so it cannot be asked (RFC 6531 3.2); nothing was
 // sent, and it says nothing about the recipient or the server's health.
 var ErrNoSMTPUTF8 = errors.New("server does not announce SMTPUTF8, needed for this UTF-8 address")
+
+// ErrBusy is wrapped by the error of a probe that ran out of budget
+// waiting for one of the connections this node allows itself to a server
+// (max_connections_per_server, a directory's MaxSearches): the server was
+// not asked, so the circuit breaker does not count it.
+var ErrBusy = errors.New("every connection to the server allowed is in use")

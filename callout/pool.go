@@ -3,6 +3,7 @@ package callout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -408,7 +409,7 @@ func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings, fresh boo
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return nil, false, &Error{Server: key.server, Stage: StageConnect, Err: ctx.Err()}
+			return nil, false, &Error{Server: key.server, Stage: StageConnect, Err: fmt.Errorf("%w: %w", ErrBusy, ctx.Err())}
 		}
 	}
 }

@@ -285,11 +285,11 @@ func (p *Pool) acquire(ctx context.Context, server string, deadline time.Time) e
 	case ch <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return &callout.Error{Server: server, Stage: callout.StageConnect, Err: ctx.Err()}
+		return &callout.Error{Server: server, Stage: callout.StageConnect, Err: fmt.Errorf("%w: %w", callout.ErrBusy, ctx.Err())}
 	case <-wait.C:
 		// The budget ran out waiting: not the server's failure.
 		return &callout.Error{Server: server, Stage: callout.StageConnect,
-			Err: fmt.Errorf("%w: %d searches already in flight to this server", context.DeadlineExceeded, MaxSearches)}
+			Err: fmt.Errorf("%w (%d searches in flight): %w", callout.ErrBusy, MaxSearches, context.DeadlineExceeded)}
 	}
 }
 
