@@ -279,17 +279,22 @@ func (p *Pool) acquire(ctx context.Context, server string, deadline time.Time) e
 		return nil
 	default:
 	}
+	busy := &callout.Error{Server: server, Stage: callout.StageConnect,
+		Err: fmt.Errorf("%w (%d searches in flight): %w", callout.ErrBusy, MaxSearches, context.DeadlineExceeded)}
 	wait := time.NewTimer(time.Until(deadline))
 	defer wait.Stop()
 	select {
 	case ch <- struct{}{}:
+		if !time.Now().Before(deadline) {
+			// A slot freed at the deadline: no budget left to use it.
+			<-ch
+			return busy
+		}
 		return nil
 	case <-ctx.Done():
 		return &callout.Error{Server: server, Stage: callout.StageConnect, Err: fmt.Errorf("%w: %w", callout.ErrBusy, ctx.Err())}
 	case <-wait.C:
-		// The budget ran out waiting: not the server's failure.
-		return &callout.Error{Server: server, Stage: callout.StageConnect,
-			Err: fmt.Errorf("%w (%d searches in flight): %w", callout.ErrBusy, MaxSearches, context.DeadlineExceeded)}
+		return busy // the budget ran out waiting: not the server's failure
 	}
 }
 
