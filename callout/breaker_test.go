@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
