@@ -80,6 +80,13 @@ func (h *Handler) Learn(ctx context.Context, line string, recipients int) LearnR
 		return h.learned(LearnResult{Result: LearnMalformed, Why: err.Error()})
 	}
 	res := LearnResult{Address: b.Recipient}
+	if b.OrigTo != "" {
+		// The gateway rewrote the address senders use (an alias): RCPT
+		// is asked about that one, and on a Postfix that logs addresses
+		// unquoted (before 3.5) a sender can forge the pair.
+		res.Result, res.Why = LearnAmbiguous, "the gateway rewrote <"+b.OrigTo+"> into this recipient"
+		return h.learned(res)
+	}
 	rcpt, err := callout.ParseAddress(b.Recipient)
 	if err != nil {
 		res.Result, res.Why = LearnMalformed, "recipient: "+err.Error()

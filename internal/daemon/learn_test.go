@@ -153,6 +153,7 @@ unknown_replies = ['^550 5\.7\.1 .*not a valid mailbox']
 		{"the reply names another recipient", line("4F2A1E", "alice@example.test", unknown("bob@example.test")), 0, LearnAmbiguous},
 		{"the reply names nobody, two recipients", line("4F2A1F", "a@example.test", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"), 2, LearnAmbiguous},
 		{"the reply names nobody, recipients not known", line("4F2A20", "a@example.test", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"), 0, LearnAmbiguous},
+		{"a recipient the gateway rewrote (an alias)", strings.Replace(line("4F2A21", "a@example.test", unknown("a@example.test")), "to=<a@example.test>, ", "to=<a@example.test>, orig_to=<sales@example.test>, ", 1), 1, LearnAmbiguous},
 		{"older than learned_ttl", old + " gw postfix/smtp[1]: 4F2A1B: to=<a@example.test>, relay=" + host + "[" + host + "]:" + port + ", delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host " + host + "[" + host + "] said: " + unknown("a@example.test") + " (in reply to end of DATA command))", 0, LearnStale},
 		{"hostile recipient", line("4F2A1B", "a\tb@example.test", unknown("a@example.test")), 0, LearnMalformed},
 		{"a reply quoted from another host", strings.Replace(line("4F2A1B", "a@example.test", unknown("a@example.test")), "(host "+host, "(host 10.9.9.9", 1), 0, LearnMalformed},
@@ -183,7 +184,7 @@ unknown_replies = ['^550 5\.7\.1 .*not a valid mailbox']
 	}
 	wantMetrics(t, td, `calloutd_learn_lines_total{result="learned"} 3`, `calloutd_learn_lines_total{result="ignored"} 3`,
 		`calloutd_learn_lines_total{result="not_backend"} 3`, `calloutd_learn_lines_total{result="not_unknown"} 3`,
-		`calloutd_learn_lines_total{result="ambiguous"} 3`, `calloutd_learn_lines_total{result="stale"} 1`,
+		`calloutd_learn_lines_total{result="ambiguous"} 4`, `calloutd_learn_lines_total{result="stale"} 1`,
 		`calloutd_learn_lines_total{result="malformed"} 2`)
 }
 

@@ -34,9 +34,12 @@ var ErrMalformed = errors.New("malformed delivery log line")
 // (syslog, maillog_file, journald's "-o cat" drops it) and is not relied
 // on, except for a timestamp when one can be read.
 type Bounce struct {
-	Time      time.Time  // the line's timestamp; zero when it has none Parse reads
-	QueueID   string     // Postfix queue id
-	Recipient string     // the address as logged, without the angle brackets
+	Time      time.Time // the line's timestamp; zero when it has none Parse reads
+	QueueID   string    // Postfix queue id
+	Recipient string    // the address as logged, without the angle brackets
+	// OrigTo is the address the message was sent to, when the gateway
+	// rewrote it (an alias) into Recipient; "" when it did not.
+	OrigTo    string
 	RelayName string     // the relay's host name, or its address when it had none
 	RelayAddr netip.Addr // the relay's address
 	RelayPort int        // the relay's port
@@ -100,7 +103,7 @@ func Parse(line string, now time.Time) (Bounce, error) {
 	}
 	if sp >= 0 {
 		prog := prefix[:sp]
-		if !strings.HasSuffix(prog, "]:") || !(strings.Contains(prog, "/smtp[") || strings.Contains(prog, "/lmtp[")) {
+		if !program(prog, "smtp", "lmtp") {
 			return Bounce{}, ErrNotBounce // another program's line: not a delivery
 		}
 		b.Time = stamp(prog, now)
@@ -118,6 +121,7 @@ func Parse(line string, now time.Time) (Bounce, error) {
 		if end < 0 {
 			return Bounce{}, fmt.Errorf("%w: orig_to not closed", ErrMalformed)
 		}
+		b.OrigTo = rest[len("orig_to=<") : len("orig_to=<")+end]
 		rest = rest[len("orig_to=<")+end+len(">, "):]
 	}
 	relay, rest, ok := strings.Cut(rest, ", ")
@@ -157,6 +161,34 @@ func Parse(line string, now time.Time) (Bounce, error) {
 		return Bounce{}, fmt.Errorf("%w: reply %q is not a 5xx", ErrMalformed, b.Reply)
 	}
 	return b, nil
+}
+
+// program tells whether prog, what a line holds before its queue id, is a
+// logger's prefix ending in one of Postfix's programs named: its last word
+// "name/smtp[1234]:" (any syslog_name). Text a sender wrote (a Message-ID
+// cleanup logs, an address smtpd quotes) can end in such a word too, but
+// then the real "program[pid]: " sits before it: no ": " may appear
+// before the end (a timestamp's colons are never followed by a space).
+func program(prog string, names ...string) bool {
+	if !strings.HasSuffix(prog, "]:") || strings.Contains(prog, ": ") {
+		return false
+	}
+	word := prog[strings.LastIndexByte(prog, ' ')+1 : len(prog)-len("]:")]
+	slash, open := strings.LastIndexByte(word, '/'), strings.LastIndexByte(word, '[')
+	if slash <= 0 || open < slash || open == len(word)-1 {
+		return false
+	}
+	for _, c := range word[open+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	for _, n := range names {
+		if word[slash+1:open] == n {
+			return true
+		}
+	}
+	return false
 }
 
 // queueID: Postfix's short (hex) and long (base 52 and a 'z' or 'x')
@@ -335,10 +367,7 @@ func Queued(line string) (id string, nrcpt int, ok bool) {
 	}
 	prefix := line[:from]
 	sp := strings.LastIndexByte(prefix, ' ')
-	if sp >= 0 && !strings.HasSuffix(prefix[:sp], "]:") {
-		return "", 0, false
-	}
-	if sp >= 0 && !strings.Contains(prefix[:sp], "/qmgr[") {
+	if sp >= 0 && !program(prefix[:sp], "qmgr") {
 		return "", 0, false
 	}
 	if !queueID(prefix[sp+1:]) {

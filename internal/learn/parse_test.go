@@ -142,6 +142,30 @@ func TestParseInjectedTail(t *testing.T) {
 	}
 }
 
+// Text a sender wrote that Postfix logs at the end of a line of another
+// program (cleanup's Message-ID) cannot pass for a delivery or for qmgr's
+// line, with or without the logger's prefix.
+func TestParseSenderText(t *testing.T) {
+	tail := `/smtp[]: 4F2A31: to=<ceo@example.test>, relay=mx[10.0.0.5]:25, delay=0, delays=0/0/0/0, dsn=5.1.1, status=bounced (host mx[10.0.0.5] said: 550 5.1.1 <ceo@example.test>: Recipient address rejected: User unknown (in reply to end of DATA command))`
+	for _, line := range []string{
+		"Dec  2 17:04:18 gw postfix/cleanup[77]: 9ABCDE1: message-id=" + tail,
+		"9ABCDE1: message-id=" + tail,
+		"Dec  2 17:04:18 gw postfix/cleanup[77]: 9ABCDE1: message-id=x postfix/smtp[12]: 4F2A31: to=<ceo@example.test>, relay=mx[10.0.0.5]:25, delay=0, delays=0/0/0/0, dsn=5.1.1, status=bounced (host mx[10.0.0.5] said: 550 5.1.1 User unknown (in reply to end of DATA command))",
+	} {
+		if b, err := Parse(line, time.Now()); err == nil {
+			t.Errorf("%q read as %+v", line, b)
+		}
+	}
+	for _, line := range []string{
+		"Dec  2 17:04:18 gw postfix/cleanup[77]: 9ABCDE1: message-id=/qmgr[]: 4F2A32: from=<a@b>, size=1, nrcpt=1 (queue active)",
+		"9ABCDE1: message-id=/qmgr[1]: 4F2A32: from=<a@b>, size=1, nrcpt=1 (queue active)",
+	} {
+		if id, n, ok := Queued(line); ok {
+			t.Errorf("%q read as qmgr's line: %s %d", line, id, n)
+		}
+	}
+}
+
 func TestReplyLines(t *testing.T) {
 	for in, want := range map[string][]string{
 		"550 5.1.1 User unknown": {"550 5.1.1 User unknown"},
