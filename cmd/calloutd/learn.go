@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -107,6 +108,9 @@ func adminSocket(path string) (string, error) {
 	}
 	if socket == "" {
 		return "", fmt.Errorf("%s: admin_socket is \"\", so the running daemon cannot be asked to learn", path)
+	}
+	if !filepath.IsAbs(socket) {
+		return "", fmt.Errorf("%s: admin_socket: %q: socket path must be absolute", path, socket)
 	}
 	return socket, nil
 }
