@@ -136,6 +136,7 @@ func (f *Follower) Run(ctx context.Context, line func(string)) error {
 		}
 		if rotated {
 			if old != nil {
+				_, _ = old.read() // rotated again within the grace: its last lines
 				old.close()
 			}
 			old = &tail{path: t.path, line: t.line, log: t.log, file: t.file, info: t.info, offset: t.offset, buf: t.buf, discard: t.discard}
