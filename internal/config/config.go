@@ -163,12 +163,15 @@ type Redis struct {
 	Username   string   `toml:"username"`
 	// Password, when empty, is taken from CALLOUTD_REDIS_PASSWORD. It is
 	// never logged.
-	Password    string   `toml:"password" secret:"true"`
-	DB          int      `toml:"db"`
-	KeyPrefix   string   `toml:"key_prefix"`
-	TLS         bool     `toml:"tls"`
-	DialTimeout Duration `toml:"dial_timeout"`
-	ReadTimeout Duration `toml:"read_timeout"`
+	Password string `toml:"password" secret:"true"`
+	// passwordFromEnv: Password came from CALLOUTD_REDIS_PASSWORD, not
+	// from the file (Print leaves it out).
+	passwordFromEnv bool
+	DB              int      `toml:"db"`
+	KeyPrefix       string   `toml:"key_prefix"`
+	TLS             bool     `toml:"tls"`
+	DialTimeout     Duration `toml:"dial_timeout"`
+	ReadTimeout     Duration `toml:"read_timeout"`
 }
 
 // PasswordEnv names the environment variable that supplies
@@ -187,14 +190,15 @@ type Route struct {
 	Kind string `toml:"kind"`
 
 	// The directory of an LDAP route.
-	LDAPURLs         []string  `toml:"ldap_urls"` // ldap:// or ldaps://, tried in order
-	LDAPStartTLS     bool      `toml:"ldap_starttls"`
-	LDAPCAFile       string    `toml:"ldap_ca_file"` // "" = the system's CAs
-	LDAPBindDN       string    `toml:"ldap_bind_dn"`
-	LDAPBindPassword string    `toml:"ldap_bind_password" secret:"true"` // "" = env CALLOUTD_LDAP_PASSWORD_<NAME>
-	LDAPBaseDN       string    `toml:"ldap_base_dn"`
-	LDAPFilter       string    `toml:"ldap_filter"` // %s = the address, escaped (RFC 4515)
-	LDAPTimeout      *Duration `toml:"ldap_timeout"`
+	LDAPURLs            []string  `toml:"ldap_urls"` // ldap:// or ldaps://, tried in order
+	LDAPStartTLS        bool      `toml:"ldap_starttls"`
+	LDAPCAFile          string    `toml:"ldap_ca_file"` // "" = the system's CAs
+	LDAPBindDN          string    `toml:"ldap_bind_dn"`
+	LDAPBindPassword    string    `toml:"ldap_bind_password" secret:"true"` // "" = env CALLOUTD_LDAP_PASSWORD_<NAME>
+	ldapPasswordFromEnv bool      // LDAPBindPassword came from the environment (Print leaves it out)
+	LDAPBaseDN          string    `toml:"ldap_base_dn"`
+	LDAPFilter          string    `toml:"ldap_filter"` // %s = the address, escaped (RFC 4515)
+	LDAPTimeout         *Duration `toml:"ldap_timeout"`
 
 	HeloName           *string   `toml:"helo_name"`
 	MailFrom           *string   `toml:"mail_from"`
@@ -326,6 +330,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	if c.Cache.Redis.Password == "" {
 		c.Cache.Redis.Password = os.Getenv(PasswordEnv)
+		c.Cache.Redis.passwordFromEnv = c.Cache.Redis.Password != ""
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -551,6 +556,7 @@ func (r *Route) validateLDAP(key string) error {
 	}
 	if r.LDAPBindPassword == "" && r.LDAPBindDN != "" {
 		r.LDAPBindPassword = os.Getenv(LDAPPasswordEnv(r.Name))
+		r.ldapPasswordFromEnv = true
 		if r.LDAPBindPassword == "" {
 			// Every search would fail (and fail open) for good.
 			return keyError(key+".ldap_bind_password", "empty, and %s is not set either", LDAPPasswordEnv(r.Name))

@@ -208,7 +208,7 @@ func structKeys(prefix string, t reflect.Type) []string {
 	var keys []string
 	for f := range t.Fields() {
 		name := f.Tag.Get("toml")
-		if name == "-" {
+		if name == "-" || !f.IsExported() {
 			continue
 		}
 		ft := f.Type

@@ -173,7 +173,7 @@ var manTypes = map[string]reflect.Type{
 func keyTypes(prefix string, t reflect.Type, out map[string]reflect.Type) {
 	for f := range t.Fields() {
 		name := f.Tag.Get("toml")
-		if name == "-" {
+		if name == "-" || !f.IsExported() {
 			continue
 		}
 		ft := f.Type
@@ -296,6 +296,9 @@ func fieldDiff(path string, a, b reflect.Value) []string {
 	case a.Kind() == reflect.Struct && a.Type() != reflect.TypeFor[netip.Addr]():
 		var d []string
 		for i := range a.NumField() {
+			if !a.Type().Field(i).IsExported() {
+				continue // where a value came from, not a setting
+			}
 			d = append(d, fieldDiff(path+"."+a.Type().Field(i).Name, a.Field(i), b.Field(i))...)
 		}
 		return d

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,22 @@ func Print(w io.Writer, c *Config) error { return write(w, c, false) }
 func PrintNonDefault(w io.Writer, c *Config) error { return write(w, c, true) }
 
 func write(w io.Writer, c *Config, nonDefault bool) error {
+	// A password taken from the environment is not the file's: printed
+	// as the file has it (""), the output loads as the same configuration
+	// in the same environment.
+	if c.Cache.Redis.passwordFromEnv || slices.ContainsFunc(c.Routes, func(r Route) bool { return r.ldapPasswordFromEnv }) {
+		cc := *c
+		if cc.Cache.Redis.passwordFromEnv {
+			cc.Cache.Redis.Password = ""
+		}
+		cc.Routes = slices.Clone(c.Routes)
+		for i := range cc.Routes {
+			if cc.Routes[i].ldapPasswordFromEnv {
+				cc.Routes[i].LDAPBindPassword = ""
+			}
+		}
+		c = &cc
+	}
 	p := &printer{nonDefault: nonDefault}
 	v := reflect.ValueOf(c).Elem()
 	p.table("", v, reflect.ValueOf(Default()).Elem())
