@@ -72,8 +72,8 @@ func (b *Breaker) Probe(ctx context.Context, r *Route, server string, rcpt Addre
 	switch {
 	case connectionFailure(err):
 		o = outcomeFailed
-	case errors.Is(err, ErrBusy):
-		o = outcomeAborted // waited for our own connection limit
+	case errors.Is(err, ErrBusy) || errors.Is(err, ErrSourceAddress):
+		o = outcomeAborted // our own limit, or our own address: not the server
 	case errors.Is(err, context.DeadlineExceeded):
 		if blame {
 			o = outcomeFailed // no reply before the budget ran out
@@ -119,7 +119,7 @@ func (b *Breaker) admit(server string) (trial, ok bool) {
 // to, as opposed to a reply it gave, or a budget that ran out.
 func connectionFailure(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, ErrBusy) || errors.Is(err, ErrBreakerOpen) || errors.Is(err, errPoolClosed) || errors.Is(err, ErrNoSMTPUTF8) ||
+		errors.Is(err, ErrBusy) || errors.Is(err, ErrSourceAddress) || errors.Is(err, ErrBreakerOpen) || errors.Is(err, errPoolClosed) || errors.Is(err, ErrNoSMTPUTF8) ||
 		errors.Is(err, ErrNotAskable) {
 		return false
 	}

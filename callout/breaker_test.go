@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,5 +168,28 @@ func TestBreakerIgnoresBusyWaits(t *testing.T) {
 	}
 	if !b.Up(srv.Addr()) {
 		t.Error("the breaker opened on waits for this node's own connection limit")
+	}
+}
+
+// A source_address that is no longer this host's (a floating address of
+// an HA pair moved to the other node) fails the callout before any packet
+// leaves, with ErrSourceAddress; the server was not asked, and its breaker
+// stays closed.
+func TestSourceAddressGone(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Behavior{})
+	c := newClient()
+	c.Settings.Source4 = netip.MustParseAddr("192.0.2.77") // TEST-NET-1: not this host's
+	b := &Breaker{Next: c}
+	for range 5 {
+		_, err := b.Probe(context.Background(), nil, srv.Addr(), mustParse(t, "a@example.test"))
+		if !errors.Is(err, ErrSourceAddress) {
+			t.Fatalf("probe: %v, want ErrSourceAddress", err)
+		}
+	}
+	if !b.Up(srv.Addr()) {
+		t.Error("the breaker opened on a source address this host lacks")
+	}
+	if n := srv.Sessions(); n != 0 {
+		t.Errorf("%d sessions reached the server", n)
 	}
 }

@@ -109,3 +109,9 @@ var ErrNoSMTPUTF8 = errors.New("server does not announce SMTPUTF8, needed for th
 // (max_connections_per_server, a directory's MaxSearches): the server was
 // not asked, so the circuit breaker does not count it.
 var ErrBusy = errors.New("every connection to the server allowed is in use")
+
+// ErrSourceAddress is wrapped by the error of a callout that could not
+// leave from its source_address: the address is not (or no longer) this
+// host's, as when a floating address of an HA pair has moved to the other
+// node. The server was not asked, so the circuit breaker does not count it.
+var ErrSourceAddress = errors.New("the source address is not this host's")

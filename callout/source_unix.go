@@ -4,6 +4,7 @@ package callout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"syscall"
@@ -26,6 +27,9 @@ func bindSource(v4, v6 netip.Addr) func(ctx context.Context, network, address st
 		var err error
 		if cerr := c.Control(func(fd uintptr) { err = syscall.Bind(int(fd), sa) }); cerr != nil {
 			return cerr
+		}
+		if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return fmt.Errorf("bind source address: %w: %w", ErrSourceAddress, err)
 		}
 		if err != nil {
 			return fmt.Errorf("bind source address: %w", err)
