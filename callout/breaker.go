@@ -57,7 +57,7 @@ func (b *Breaker) Probe(ctx context.Context, r *Route, server string, rcpt Addre
 	// The server is blamed for a wait the verdict's budget cut short
 	// only if the probe started with a fair share of budget left.
 	blame := true
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < minBlameBudget {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < MinBlameBudget {
 		blame = false
 	}
 	recorded := false
@@ -87,9 +87,10 @@ func (b *Breaker) Probe(ctx context.Context, r *Route, server string, rcpt Addre
 	return res, err
 }
 
-// minBlameBudget: a probe that started with less budget than this and ran
-// out of it says nothing about the server.
-const minBlameBudget = 500 * time.Millisecond
+// MinBlameBudget: a probe that started with less budget than this and ran
+// out of it says nothing about the server. A probe that waited for one of
+// this node's connections and is left with less gives up as ErrBusy.
+const MinBlameBudget = 500 * time.Millisecond
 
 type outcome int
 

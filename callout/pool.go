@@ -258,13 +258,28 @@ func (p *Pool) Probe(ctx context.Context, r *Route, server string, rcpt Address)
 		if err != nil {
 			return Result{}, err
 		}
-		res, err, again := p.ask(ctx, ps, st, server, rcpt, fresh)
-		p.release(ps)
+		res, err, again := p.askOnce(ctx, ps, st, server, rcpt, fresh)
 		if again && try == 0 && ctxDone(ctx) == nil {
 			continue
 		}
 		return res, err
 	}
+}
+
+// askOnce is ask, then the session back to the pool: also when ask
+// panics (the request's recovery must not keep a connection slot taken
+// for good), then as broken.
+func (p *Pool) askOnce(ctx context.Context, ps *pooledSession, st *Settings, server string, rcpt Address, fresh bool) (res Result, err error, again bool) {
+	done := false
+	defer func() {
+		if !done {
+			ps.s.broken = true
+		}
+		p.release(ps)
+	}()
+	res, err, again = p.ask(ctx, ps, st, server, rcpt, fresh)
+	done = true
+	return res, err, again
 }
 
 // ask sends MAIL (for a new transaction) and RCPT on ps. again tells that
@@ -353,7 +368,11 @@ func hasKey(m map[string]string, k string) bool {
 // acquire returns an idle session, or a new one when fewer than MaxConns
 // are open, or waits for either within ctx.
 func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings, fresh bool) (*pooledSession, bool, error) {
+	waited := false
 	for {
+		if err := busyAfterWait(ctx, waited, key.server); err != nil {
+			return nil, false, err
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -392,12 +411,8 @@ func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings, fresh boo
 			sp.open++
 			p.mu.Unlock()
 			p.closeAll(stale)
-			s, err := p.Client.openHello(ctx, st, key.server)
+			s, err := p.openHello(ctx, st, key.server, sp)
 			if err != nil {
-				p.mu.Lock()
-				sp.open--
-				sp.signal()
-				p.mu.Unlock()
 				return nil, false, err
 			}
 			now := time.Now()
@@ -408,10 +423,42 @@ func (p *Pool) acquire(ctx context.Context, key poolKey, st *Settings, fresh boo
 		p.closeAll(stale)
 		select {
 		case <-wait:
+			waited = true
 		case <-ctx.Done():
 			return nil, false, &Error{Server: key.server, Stage: StageConnect, Err: fmt.Errorf("%w: %w", ErrBusy, ctx.Err())}
 		}
 	}
+}
+
+// openHello opens a session for a slot of sp, taken by the caller; the
+// slot is given back when it fails, also by a panic.
+func (p *Pool) openHello(ctx context.Context, st *Settings, server string, sp *serverPool) (s *Session, err error) {
+	ok := false
+	defer func() {
+		if !ok {
+			p.mu.Lock()
+			sp.open--
+			sp.signal()
+			p.mu.Unlock()
+		}
+	}()
+	s, err = p.Client.openHello(ctx, st, server)
+	ok = err == nil
+	return s, err
+}
+
+// busyAfterWait: a probe that waited for one of this node's connections
+// and got one with less than MinBlameBudget left gives up as busy: it
+// would run out talking to the server, and the breaker would blame a
+// server that is only slow and in demand.
+func busyAfterWait(ctx context.Context, waited bool, server string) error {
+	if !waited {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < MinBlameBudget {
+		return &Error{Server: server, Stage: StageConnect, Err: fmt.Errorf("%w: too little budget left after waiting: %w", ErrBusy, context.DeadlineExceeded)}
+	}
+	return nil
 }
 
 // closeAll ends sessions found unfit: closed at once when the server

@@ -287,3 +287,21 @@ func TestPoolServerDropsAfterMail(t *testing.T) {
 		}
 	}
 }
+
+// A probe that panics gives its connection slot back: after more panics
+// than max_connections_per_server, a probe still gets a session.
+func TestPoolPanicReleasesSlot(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Behavior{})
+	p := newPool(t, PoolSettings{MaxConns: 1})
+	p.Client.Trace = func(TraceEvent) { panic("trace") }
+	for range 3 {
+		func() {
+			defer func() { _ = recover() }()
+			probe(t, p, srv.Addr(), "a@example.test")
+		}()
+	}
+	p.Client.Trace = nil
+	if res, err := probe(t, p, srv.Addr(), "b@example.test"); err != nil || res.Verdict != Valid {
+		t.Errorf("after three panics: %v, %v; want valid", res.Verdict, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -50,6 +51,15 @@ func (c *Client) open(ctx context.Context, st *Settings, server string) (*Sessio
 	conn, err := c.dialer(st).DialContext(dctx, "tcp", server)
 	cancel()
 	if err != nil {
+		if errors.Is(err, ErrSourceAddress) {
+			if host, _, _ := net.SplitHostPort(server); !isIPLiteral(host) {
+				// A name with addresses of both families: the error
+				// is of the first family tried, and says nothing of
+				// the other's server, which may be down: the server
+				// is counted as failing, as without a source address.
+				err = fmt.Errorf("%s", err.Error())
+			}
+		}
 		return nil, &Error{Server: server, Stage: StageConnect, Err: err}
 	}
 	s := &Session{
@@ -341,4 +351,9 @@ func (s *Session) emit(sent bool, line string) {
 	if s.trace != nil {
 		s.trace(TraceEvent{Server: s.server, Sent: sent, Line: line, Elapsed: time.Since(s.start)})
 	}
+}
+
+func isIPLiteral(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }

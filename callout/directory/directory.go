@@ -254,10 +254,14 @@ const maxIdle = 4
 // Pool keeps bound connections for reuse; a connection that failed is
 // closed, and the next search dials and binds again.
 type Pool struct {
-	mu     sync.Mutex
-	idle   map[poolKey][]*ldap.Conn
-	slots  map[string]chan struct{} // per server: MaxSearches tokens
-	closed bool
+	mu    sync.Mutex
+	idle  map[poolKey][]*ldap.Conn
+	slots map[string]chan struct{} // per server: MaxSearches tokens
+	// retained: the keys the last Retain kept (nil before any); a
+	// connection of another key, busy during the reload, is closed when
+	// it comes back rather than kept idle for good.
+	retained map[poolKey]bool
+	closed   bool
 }
 
 // NewPool returns an empty pool.
@@ -285,8 +289,9 @@ func (p *Pool) acquire(ctx context.Context, server string, deadline time.Time) e
 	defer wait.Stop()
 	select {
 	case ch <- struct{}{}:
-		if !time.Now().Before(deadline) {
-			// A slot freed at the deadline: no budget left to use it.
+		if time.Until(deadline) < callout.MinBlameBudget {
+			// A slot freed near the deadline: too little budget left to
+			// search, and a timeout would be blamed on the server.
 			<-ch
 			return busy
 		}
@@ -330,7 +335,7 @@ func (p *Pool) get(k poolKey, dial func() (*ldap.Conn, error)) (c *ldap.Conn, re
 func (p *Pool) put(k poolKey, c *ldap.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle[k]) >= maxIdle || c.IsClosing() {
+	if p.closed || len(p.idle[k]) >= maxIdle || c.IsClosing() || p.retained != nil && !p.retained[k] {
 		c.Close()
 		return
 	}
@@ -347,6 +352,7 @@ func (p *Pool) Retain(keep []Key) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.retained = kept
 	for k, conns := range p.idle {
 		if kept[k] {
 			continue

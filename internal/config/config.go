@@ -689,6 +689,13 @@ func checkLocalAddr(a netip.Addr) error {
 	return c.Close()
 }
 
+// Same tells whether r and o are the same settings, wherever their
+// password came from (the file or the environment).
+func (r Redis) Same(o Redis) bool {
+	r.passwordFromEnv, o.passwordFromEnv = false, false
+	return fmt.Sprint(r) == fmt.Sprint(o)
+}
+
 // AddrList is a list of addresses written as one string or an array of
 // strings; "" is none.
 type AddrList []string

@@ -670,7 +670,7 @@ func restartKeys(a, b *config.Config) []string {
 		{"admin_socket", a.AdminSocket, b.AdminSocket},
 		{"cache.store", a.Cache.Store, b.Cache.Store},
 		{"cache.max_entries", a.Cache.MaxEntries, b.Cache.MaxEntries},
-		{"cache.redis", fmt.Sprint(a.Cache.Redis), fmt.Sprint(b.Cache.Redis)},
+		{"cache.redis", true, a.Cache.Redis.Same(b.Cache.Redis)},
 		{"callout.pool_size", a.Callout.PoolSize, b.Callout.PoolSize},
 		{"callout.max_connections_per_server", a.Callout.MaxConnectionsPerServer, b.Callout.MaxConnectionsPerServer},
 		{"callout.pool_idle_timeout", a.Callout.PoolIdleTimeout, b.Callout.PoolIdleTimeout},
