@@ -63,7 +63,8 @@ func (e *Error) Timeout() bool {
 }
 
 // Reason is a short, fixed label for why a server was unavailable, fit for
-// a log key or a metric label: "connect", "timeout", "greeting", "hello",
+// a log key or a metric label: "connect", "timeout", "busy" (this node's
+// own connection limit), "source_address", "greeting", "hello",
 // "mail", "protocol" (malformed reply), "closed" (connection lost), or for
 // a reply to RCPT TO its Classification's reason ("relay_denied",
 // "client_refused", "policy", "closing", "unrecognised", "ignored", ...).
@@ -71,6 +72,10 @@ func (e *Error) Reason() string {
 	switch {
 	case e.Class.Meaning != 0:
 		return e.Class.Reason
+	case errors.Is(e.Err, ErrBusy):
+		return "busy"
+	case errors.Is(e.Err, ErrSourceAddress):
+		return "source_address"
 	case e.Timeout():
 		return "timeout"
 	case errors.Is(e.Err, ErrBreakerOpen):

@@ -134,7 +134,7 @@ func knownValues() map[string][]string {
 		"source":         {"cache", "callout", "coalesced", "list", "catchall"},
 		"op":             {"get", "set", "delete", "flush", "lease", "decode", "tracking", "count", "tally"},
 		"result":         append([]string{"success", "failure", "catchall", "not_catchall"}, LearnResults...),
-		"reason": {"connect", "timeout", "breaker_open", "no_smtputf8", "tls", "dns", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
+		"reason": {"connect", "timeout", "busy", "source_address", "breaker_open", "no_smtputf8", "tls", "dns", "greeting", "hello", "mail", "protocol", "closed", "canceled", "other",
 			// replies to RCPT TO (callout.Classify)
 			"accepted", "no_such_user", "disabled", "moved", "admin", "greylisted", "rate_limited", "quota",
 			"too_many_recipients", "temporary", "relay_denied", "client_refused", "helo_refused", "sender_refused",
