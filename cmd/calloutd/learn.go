@@ -45,13 +45,12 @@ func learnCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	counts := map[string]int{}
 	lines, unsent := 0, 0
-	queued := newRecent(1 << 14)
+	var queued learn.Recipients
 	err = learn.ReadLines(stdin, func(line string) {
 		lines++
-		if id, n, ok := learn.Queued(line); ok {
+		if queued.Note(line) {
 			// How many recipients the message had: a refusal after
 			// END OF DATA that names none is only learned from with one.
-			queued.note(id, n)
 			counts[daemon.LearnIgnored]++
 			return
 		}
@@ -60,7 +59,7 @@ func learnCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			counts[daemon.LearnIgnored]++
 			return
 		}
-		res, err := askLearn(socket, line, queued.count(b.QueueID))
+		res, err := askLearn(socket, line, queued.Count(b.QueueID))
 		if err != nil {
 			unsent++
 			fmt.Fprintf(stderr, "calloutd learn: line %d not learned from: %v\n", lines, err)
@@ -114,29 +113,6 @@ func adminSocket(path string) (string, error) {
 	}
 	return socket, nil
 }
-
-// recent remembers how many recipients recent messages had (qmgr's
-// "nrcpt="), the oldest forgotten first.
-type recent struct {
-	n     map[string]int
-	order []string
-	next  int
-}
-
-func newRecent(size int) *recent {
-	return &recent{n: make(map[string]int), order: make([]string, size)}
-}
-
-func (r *recent) note(id string, n int) {
-	if _, ok := r.n[id]; !ok {
-		delete(r.n, r.order[r.next])
-		r.order[r.next] = id
-		r.next = (r.next + 1) % len(r.order)
-	}
-	r.n[id] = n
-}
-
-func (r *recent) count(id string) int { return r.n[id] }
 
 // askLearn sends one line to the daemon, trying once more a second later
 // if it cannot be reached (a restart).

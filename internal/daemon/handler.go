@@ -18,6 +18,7 @@ import (
 	"github.com/calloutd/calloutd/cache"
 	"github.com/calloutd/calloutd/callout"
 	"github.com/calloutd/calloutd/callout/directory"
+	"github.com/calloutd/calloutd/internal/learn"
 	"github.com/calloutd/calloutd/policyd"
 )
 
@@ -90,7 +91,7 @@ type Handler struct {
 	// learnHosts: route server host name → hostAddrs, to match relays
 	// in the delivery log.
 	learnHosts sync.Map
-	queued     queuedCounts // recipients per recent message, from qmgr's lines
+	queued     learn.Recipients // recipients per recent message, from qmgr's lines
 	flight     singleflight.Group
 	log        *slog.Logger
 	routing    atomic.Pointer[Routing]

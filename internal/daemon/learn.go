@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/calloutd/calloutd/cache"
@@ -67,8 +66,7 @@ type hostAddrs struct {
 // that names the recipient says which of them is unknown.
 func (h *Handler) Learn(ctx context.Context, line string, recipients int) LearnResult {
 	defer h.recoverPanic("learning")
-	if id, n, ok := learn.Queued(line); ok {
-		h.queued.note(id, n)
+	if h.queued.Note(line) {
 		return h.learned(LearnResult{Result: LearnIgnored})
 	}
 	now := h.now()
@@ -128,7 +126,7 @@ func (h *Handler) Learn(ctx context.Context, line string, recipients int) LearnR
 		}
 	} else {
 		if recipients <= 0 {
-			recipients = h.queued.count(b.QueueID)
+			recipients = h.queued.Count(b.QueueID)
 		}
 		if recipients != 1 {
 			res.Result, res.Why = LearnAmbiguous, "the reply names no recipient, and the message had "+strconv.Itoa(recipients)+" recipients"
@@ -179,42 +177,6 @@ func (h *Handler) learned(r LearnResult) LearnResult {
 func sameAddress(a string, rcpt callout.Address) bool {
 	p, err := callout.ParseAddress(a)
 	return err == nil && cache.Key(p.Local, p.Domain) == cache.Key(rcpt.Local, rcpt.Domain)
-}
-
-// queuedMax bounds the queue ids whose recipient count is remembered: some
-// minutes of a busy gateway's mail, between a message entering the active
-// queue and its delivery being refused.
-const queuedMax = 1 << 14
-
-// queuedCounts remembers how many recipients recent messages had, from
-// qmgr's "nrcpt=" lines, the oldest forgotten first.
-type queuedCounts struct {
-	mu    sync.Mutex
-	n     map[string]int
-	order [queuedMax]string
-	next  int
-}
-
-func (q *queuedCounts) note(id string, n int) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.n == nil {
-		q.n = make(map[string]int, queuedMax)
-	}
-	if _, ok := q.n[id]; !ok {
-		if old := q.order[q.next]; old != "" {
-			delete(q.n, old)
-		}
-		q.order[q.next] = id
-		q.next = (q.next + 1) % queuedMax
-	}
-	q.n[id] = n
-}
-
-func (q *queuedCounts) count(id string) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.n[id]
 }
 
 // relayRoute finds the route of routes (SMTP ones) one of whose servers

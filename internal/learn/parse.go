@@ -50,11 +50,7 @@ type Bounce struct {
 // Relay is the relay as "host:port" with its address, the way route
 // servers are written.
 func (b *Bounce) Relay() string {
-	return netipJoin(b.RelayAddr, b.RelayPort)
-}
-
-func netipJoin(a netip.Addr, port int) string {
-	return netip.AddrPortFrom(a, uint16(port)).String()
+	return netip.AddrPortFrom(b.RelayAddr, uint16(b.RelayPort)).String()
 }
 
 const afterData = " (in reply to end of DATA command))"

@@ -2,6 +2,7 @@ package learn
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -205,5 +206,26 @@ func TestQueued(t *testing.T) {
 		if !ok || id != "A75C2986402" || n != want {
 			t.Errorf("%q: %q %d %v, want %d", line, id, n, ok, want)
 		}
+	}
+}
+
+// The oldest message's count is forgotten first, once RecentMessages are
+// kept.
+func TestRecipients(t *testing.T) {
+	var r Recipients
+	line := func(i int) string { return fmt.Sprintf("Q%07X: from=<a@b>, size=1, nrcpt=%d (queue active)", i, i%5+1) }
+	if r.Note("Dec  2 17:04:18 gw postfix/smtp[1]: Q0000001: to=<a@b>, status=sent") {
+		t.Error("a delivery line noted as qmgr's")
+	}
+	for i := range RecentMessages + 1 {
+		if !r.Note(line(i)) {
+			t.Fatalf("qmgr's line %q not noted", line(i))
+		}
+	}
+	if n := r.Count("Q0000000"); n != 0 {
+		t.Errorf("the oldest message still counted: %d", n)
+	}
+	if n := r.Count(fmt.Sprintf("Q%07X", RecentMessages)); n != RecentMessages%5+1 {
+		t.Errorf("the newest message: %d recipients", n)
 	}
 }
