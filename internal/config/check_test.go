@@ -224,6 +224,16 @@ func TestCheckUnwritableDirectory(t *testing.T) {
 	}
 }
 
+// checkWarnings runs Check without DNS or interface addresses and joins
+// the warnings.
+func checkWarnings(c *Config) (errs []error, warnings string) {
+	errs, ws := Check(context.Background(), c, CheckOptions{Resolver: hosts{}, LocalAddrs: []netip.Addr{}})
+	for _, w := range ws {
+		warnings += w.String()
+	}
+	return errs, warnings
+}
+
 // A postfix_log calloutd cannot read is a warning: serve waits and tries
 // again, learning nothing meanwhile.
 func TestCheckPostfixLog(t *testing.T) {
@@ -240,11 +250,7 @@ func TestCheckPostfixLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		errs, ws := Check(context.Background(), c, CheckOptions{Resolver: hosts{}, LocalAddrs: []netip.Addr{}})
-		var got string
-		for _, w := range ws {
-			got += w.String()
-		}
+		errs, got := checkWarnings(c)
 		if len(errs) > 0 || got != tc.want {
 			t.Errorf("%s: errors %v, warnings %q, want %q", tc.path, errs, got, tc.want)
 		}
@@ -269,11 +275,7 @@ func TestCheckAdminSocket(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		errs, ws := Check(context.Background(), c, CheckOptions{Resolver: hosts{}, LocalAddrs: []netip.Addr{}})
-		var got string
-		for _, w := range ws {
-			got += w.String()
-		}
+		errs, got := checkWarnings(c)
 		if len(errs) > 0 || got != tc.want {
 			t.Errorf("%s: errors %v, warnings %q, want %q", tc.socket, errs, got, tc.want)
 		}
