@@ -260,7 +260,7 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 	if ok {
 		if v, err := callout.ParseVerdict(e.Verdict); err == nil {
 			release()
-			return h.fromCache(ctx, req, rt, client, routes, key, rcpt, v, &e, start, deadline, ctimeout)
+			return h.fromCache(ctx, req, rt, client, routes, key, fp, rcpt, v, &e, start, deadline, ctimeout)
 		}
 		h.log.Warn("ignoring cache entry with unknown verdict", "recipient", req.Recipient, "verdict", e.Verdict)
 	}
@@ -301,13 +301,14 @@ func (h *Handler) answer(ctx context.Context, req *policyd.Request, rt *Routing,
 	return sent
 }
 
-// fromCache answers from a cached verdict v (entry e) of key.
+// fromCache answers from a cached verdict v (entry e) of key, reached
+// under routes (fingerprint fp).
 func (h *Handler) fromCache(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
-	key string, rcpt callout.Address, v callout.Verdict, e *cache.Entry, start, deadline time.Time, ctimeout time.Duration) policyd.Action {
+	key string, fp uint64, rcpt callout.Address, v callout.Verdict, e *cache.Entry, start, deadline time.Time, ctimeout time.Duration) policyd.Action {
 	h.obs.Verdict(v, "cache")
 	p := rt.PolicyOf(e.Route, routes)
 	if v == callout.Valid && p.PositiveRefresh > 0 && start.Sub(e.Verified) > p.PositiveRefresh {
-		h.refresh(req.Recipient, key, rcpt, routes, rt, rt.fingerprint(routes), e.Verified)
+		h.refresh(req.Recipient, key, rcpt, routes, rt, fp, e.Verified)
 	}
 	h.stats.record(rt, key, v, false)
 	action := Decide(v, e, true, p)
@@ -326,25 +327,34 @@ func (h *Handler) fromCache(ctx context.Context, req *policyd.Request, rt *Routi
 	return sent
 }
 
-// learnedAnswer answers for rcpt of a catch-all domain from a verdict
-// learned from the delivery log, if there is one: a backend that accepts
-// every address at RCPT and refuses unknown ones after END OF DATA is
-// what learning is for.
+// learnedAnswer answers for rcpt from a verdict learned from the delivery
+// log, if there is one, where the usual answer would not look: a domain
+// found catch-all (a backend that accepts every address at RCPT and
+// refuses unknown ones after END OF DATA is what learning is for), or a
+// sub-address, whose mailbox is asked first.
 func (h *Handler) learnedAnswer(ctx context.Context, req *policyd.Request, rt *Routing, client netip.Addr, routes []*callout.Route,
 	rcpt callout.Address, start, deadline time.Time, ctimeout time.Duration) (policyd.Action, bool) {
-	if rt.lists {
-		rest, _, listed := rt.Listed(rcpt, routes)
-		if listed || len(rest) == 0 {
-			return "", false
-		}
-		routes = rest
+	routes, ok := rt.unlisted(rcpt, routes)
+	if !ok {
+		return "", false
 	}
 	key := cache.KeyOf(req.Recipient, rcpt.Local, rcpt.Domain)
-	e, ok := h.cached(ctx, req, key, ctimeout, rt.fingerprint(routes), start)
+	fp := rt.fingerprint(routes)
+	e, ok := h.cached(ctx, req, key, ctimeout, fp, start)
 	if !ok || e.Learned == "" || e.Verdict != callout.Unknown.String() {
 		return "", false
 	}
-	return h.fromCache(ctx, req, rt, client, routes, key, rcpt, callout.Unknown, &e, start, deadline, ctimeout), true
+	return h.fromCache(ctx, req, rt, client, routes, key, fp, rcpt, callout.Unknown, &e, start, deadline, ctimeout), true
+}
+
+// unlisted narrows routes to those a cached (or learned) verdict about
+// rcpt comes from: ok false when a recipients_file decides about rcpt.
+func (rt *Routing) unlisted(rcpt callout.Address, routes []*callout.Route) (rest []*callout.Route, ok bool) {
+	if !rt.lists || len(routes) == 0 {
+		return routes, true
+	}
+	rest, _, listed := rt.Listed(rcpt, routes)
+	return rest, !listed && len(rest) > 0
 }
 
 // Listed answers from the routes' recipients files. An address one of

@@ -91,14 +91,10 @@ func (h *Handler) Learn(ctx context.Context, line string, recipients int) LearnR
 		return h.learned(res)
 	}
 	rt := h.routing.Load()
-	routes := rt.Verifier.Match(rcpt.Domain)
-	if rt.lists && len(routes) > 0 {
-		rest, _, listed := rt.Listed(rcpt, routes)
-		if listed || len(rest) == 0 {
-			res.Result, res.Why = LearnListed, "a recipients_file decides about this address"
-			return h.learned(res)
-		}
-		routes = rest
+	routes, ok := rt.unlisted(rcpt, rt.Verifier.Match(rcpt.Domain))
+	if !ok {
+		res.Result, res.Why = LearnListed, "a recipients_file decides about this address"
+		return h.learned(res)
 	}
 	route, server := h.relayRoute(ctx, rt, routes, &b)
 	if route == nil {
